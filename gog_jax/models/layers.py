@@ -1,0 +1,72 @@
+"""Building blocks shared by the vision tower and the decoder.
+
+Every parameter carries `logical_axes` metadata (e.g. ('embed', 'mlp')); the sharding rules
+table in the config maps those names to mesh axes, so no module knows about the mesh.
+There is one attention function, `attention`, used by every attention layer.
+"""
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+_INIT = nnx.initializers.normal(0.02)
+
+
+class Linear(nnx.Module):
+    """y = x @ kernel (+ bias); kernel [in, out] (the transpose of torch's weight)."""
+
+    def __init__(self, in_features: int, out_features: int, *, use_bias: bool, axes: tuple[str, str],
+                 dtype: jnp.dtype, rngs: nnx.Rngs):
+        self.kernel = nnx.Param(_INIT(rngs.params(), (in_features, out_features), dtype), logical_axes=axes)
+        self.bias = (nnx.Param(jnp.zeros((out_features,), dtype), logical_axes=axes[1:])
+                     if use_bias else None)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        y = x @ self.kernel[...]
+        return y + self.bias[...] if self.bias is not None else y
+
+
+class RMSNorm(nnx.Module):
+    """RMSNorm computed in float32, cast back before the scale (as transformers does)."""
+
+    def __init__(self, dim: int, *, eps: float, dtype: jnp.dtype, axis: str = "norm"):
+        self.scale = nnx.Param(jnp.ones((dim,), dtype), logical_axes=(axis,))
+        self.eps = eps
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        x32 = x.astype(jnp.float32)
+        normed = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.eps)
+        return self.scale[...] * normed.astype(x.dtype)
+
+
+class SwiGLU(nnx.Module):
+    """down(silu(gate(x)) * up(x))."""
+
+    def __init__(self, dim: int, hidden: int, *, use_bias: bool, dtype: jnp.dtype, rngs: nnx.Rngs):
+        self.gate_proj = Linear(dim, hidden, use_bias=use_bias, axes=("embed", "mlp"), dtype=dtype, rngs=rngs)
+        self.up_proj = Linear(dim, hidden, use_bias=use_bias, axes=("embed", "mlp"), dtype=dtype, rngs=rngs)
+        self.down_proj = Linear(hidden, dim, use_bias=use_bias, axes=("mlp", "embed"), dtype=dtype, rngs=rngs)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return self.down_proj(jax.nn.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+def rotate_half(x: jax.Array) -> jax.Array:
+    x1, x2 = jnp.split(x, 2, axis=-1)
+    return jnp.concatenate([-x2, x1], axis=-1)
+
+
+def apply_rotary(x: jax.Array, cos: jax.Array, sin: jax.Array) -> jax.Array:
+    """x [..., T, N, H] rotated by cos/sin [..., T, H] (broadcast over heads), in float32."""
+    x32 = x.astype(jnp.float32)
+    out = x32 * cos[..., None, :] + rotate_half(x32) * sin[..., None, :]
+    return out.astype(x.dtype)
+
+
+def attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array) -> jax.Array:
+    """Scaled dot-product attention; q [B,T,N,H], k/v [B,S,K,H] with N % K == 0 (GQA), mask [B,T,S].
+
+    Goes through `jax.nn.dot_product_attention`, which XLA lowers to fused kernels on GPU/TPU.
+    Every query row must allow at least one key (callers let padding attend to itself).
+    """
+    return jax.nn.dot_product_attention(q, k, v, mask=mask[:, None, :, :])

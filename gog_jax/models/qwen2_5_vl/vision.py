@@ -1,0 +1,157 @@
+"""Qwen2.5-VL vision tower: patch embedding, 2D rotary, windowed + full attention, patch merger.
+
+Everything that depends on the image grids (window permutation, attention segments, rotary
+positions) is computed on the host by `vision_metadata` as plain index arrays, so the jitted
+tower depends only on the (bucketed) number of patches, never on the grids themselves.
+Patches beyond the real ones are padding: they form their own attention segment and their
+merged outputs are dropped by the caller.
+"""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from gog_jax.models.layers import Linear, RMSNorm, SwiGLU, apply_rotary, attention
+from gog_jax.models.qwen2_5_vl.config import ModelConfig, VisionConfig
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class VisionMetadata:
+    """Index arrays for one batch of images, in the tower's window-permuted patch order.
+
+    unit_perm [U]: merge-unit order used inside the tower (U = patches / merge_size**2);
+    unit_unperm [U]: its inverse, applied to the merged output;
+    window_segments / image_segments [P]: attention segment of each patch (-1: padding);
+    rotary_pos [P, 2]: (row, col) of each patch in its image.
+    """
+    unit_perm: np.ndarray
+    unit_unperm: np.ndarray
+    window_segments: np.ndarray
+    image_segments: np.ndarray
+    rotary_pos: np.ndarray
+
+
+def _window_units(grid_t: int, grid_h: int, grid_w: int, cfg: VisionConfig) -> list[np.ndarray]:
+    """Merge-unit indices of one image grouped by attention window (transformers' window index)."""
+    merged_h, merged_w = grid_h // cfg.spatial_merge_size, grid_w // cfg.spatial_merge_size
+    win = cfg.window_size // cfg.spatial_merge_size // cfg.patch_size
+    index = np.arange(grid_t * merged_h * merged_w).reshape(grid_t, merged_h, merged_w)
+    windows = []
+    for t in range(grid_t):
+        for r in range(0, merged_h, win):
+            for c in range(0, merged_w, win):
+                windows.append(index[t, r:r + win, c:c + win].reshape(-1))
+    return windows
+
+
+def vision_metadata(grid_thw: np.ndarray, cfg: VisionConfig, num_patches: int | None = None) -> VisionMetadata:
+    """Host-side metadata for images with patch grids `grid_thw` [n, 3], padded to `num_patches`."""
+    grid_thw = np.asarray(grid_thw, np.int64).reshape(-1, 3)
+    unit = cfg.spatial_merge_size ** 2
+    real = int(np.sum(np.prod(grid_thw, axis=-1)))
+    num_patches = real if num_patches is None else num_patches
+    if num_patches < real or num_patches % unit:
+        raise ValueError(f"Cannot pad {real} patches to {num_patches} (a multiple of {unit} is needed).")
+    perm, window_seg, image_seg, rot = [], [], [], []
+    unit_offset = window_id = segment_id = 0
+    m = cfg.spatial_merge_size
+    for t, h, w in grid_thw:
+        # (row, col) of every patch in the processor's merge-window patch order.
+        rows = np.arange(h).reshape(h // m, m, 1, 1).repeat(w // m, 2).repeat(m, 3).transpose(0, 2, 1, 3)
+        cols = np.arange(w).reshape(1, 1, w // m, m).repeat(h // m, 0).repeat(m, 1).transpose(0, 2, 1, 3)
+        pos = np.stack([rows.reshape(-1), cols.reshape(-1)], -1).reshape(-1, unit, 2)
+        units_per_frame = (h // m) * (w // m)
+        for window in _window_units(t, h, w, cfg):
+            perm.append(window + unit_offset)
+            window_seg.append(np.full(len(window) * unit, window_id))
+            image_seg.append(segment_id + window // units_per_frame)  # one segment per frame
+            rot.append(pos[window % units_per_frame].reshape(-1, 2))
+            window_id += 1
+        unit_offset += t * units_per_frame
+        segment_id += t
+    pad_units = num_patches // unit - unit_offset
+    perm = np.concatenate(perm + [np.arange(unit_offset, unit_offset + pad_units)]).astype(np.int32)
+    image_seg = np.repeat(np.concatenate(image_seg), unit) if image_seg else np.zeros((0,), np.int64)
+    return VisionMetadata(
+        unit_perm=perm,
+        unit_unperm=np.argsort(perm).astype(np.int32),
+        window_segments=np.concatenate(window_seg + [np.full(pad_units * unit, -1)]).astype(np.int32),
+        image_segments=np.concatenate([image_seg, np.full(pad_units * unit, -1)]).astype(np.int32),
+        rotary_pos=np.concatenate(rot + [np.zeros((pad_units * unit, 2), np.int64)]).astype(np.int32),
+    )
+
+
+class VisionAttention(nnx.Module):
+    def __init__(self, cfg: VisionConfig, dtype: jnp.dtype, rngs: nnx.Rngs):
+        d = cfg.hidden_size
+        self.num_heads = cfg.num_heads
+        self.qkv = Linear(d, 3 * d, use_bias=True, axes=("embed", "qkv"), dtype=dtype, rngs=rngs)
+        self.proj = Linear(d, d, use_bias=True, axes=("qkv", "embed"), dtype=dtype, rngs=rngs)
+
+    def __call__(self, x: jax.Array, cos: jax.Array, sin: jax.Array, segments: jax.Array) -> jax.Array:
+        patches = x.shape[0]
+        q, k, v = jnp.moveaxis(self.qkv(x).reshape(patches, 3, self.num_heads, -1), 1, 0)
+        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        mask = segments[:, None] == segments[None, :]
+        out = attention(q[None], k[None], v[None], mask[None])[0]
+        return self.proj(out.reshape(patches, -1))
+
+
+class VisionBlock(nnx.Module):
+    def __init__(self, cfg: VisionConfig, dtype: jnp.dtype, rngs: nnx.Rngs):
+        self.norm1 = RMSNorm(cfg.hidden_size, eps=1e-6, dtype=dtype)
+        self.norm2 = RMSNorm(cfg.hidden_size, eps=1e-6, dtype=dtype)
+        self.attn = VisionAttention(cfg, dtype, rngs)
+        self.mlp = SwiGLU(cfg.hidden_size, cfg.intermediate_size, use_bias=True, dtype=dtype, rngs=rngs)
+
+    def __call__(self, x, cos, sin, segments):
+        x = x + self.attn(self.norm1(x), cos, sin, segments)
+        return x + self.mlp(self.norm2(x))
+
+
+class PatchMerger(nnx.Module):
+    """RMSNorm, then each 2x2 merge unit concatenated and projected by a GELU MLP to the text width."""
+
+    def __init__(self, cfg: VisionConfig, dtype: jnp.dtype, rngs: nnx.Rngs):
+        merged = cfg.hidden_size * cfg.spatial_merge_size ** 2
+        self.ln_q = RMSNorm(cfg.hidden_size, eps=1e-6, dtype=dtype)
+        self.fc1 = Linear(merged, merged, use_bias=True, axes=("embed", "mlp"), dtype=dtype, rngs=rngs)
+        self.fc2 = Linear(merged, cfg.out_hidden_size, use_bias=True, axes=("mlp", "embed"), dtype=dtype, rngs=rngs)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        x = self.ln_q(x).reshape(-1, self.fc1.kernel.shape[0])
+        return self.fc2(jax.nn.gelu(self.fc1(x), approximate=False))
+
+
+class VisionTower(nnx.Module):
+    def __init__(self, cfg: ModelConfig, dtype: jnp.dtype, rngs: nnx.Rngs):
+        v = cfg.vision
+        self.cfg = v
+        # The Conv3d patch embedding with stride == kernel is exactly a matmul on flat patches.
+        self.patch_embed = Linear(v.patch_dim, v.hidden_size, use_bias=False, axes=("patch", "embed"),
+                                  dtype=dtype, rngs=rngs)
+        self.blocks = nnx.List([VisionBlock(v, dtype, rngs) for _ in range(v.depth)])
+        self.merger = PatchMerger(v, dtype, rngs)
+
+    def rotary(self, rotary_pos: jax.Array) -> tuple[jax.Array, jax.Array]:
+        quarter = self.cfg.head_dim // 4
+        inv_freq = 1.0 / (self.cfg.rope_theta ** (jnp.arange(0, 2 * quarter, 2, dtype=jnp.float32) / (2 * quarter)))
+        freqs = rotary_pos[..., None].astype(jnp.float32) * inv_freq  # [P, 2, quarter]
+        freqs = freqs.reshape(freqs.shape[0], -1)  # (h freqs, w freqs)
+        angles = jnp.concatenate([freqs, freqs], axis=-1)
+        return jnp.cos(angles), jnp.sin(angles)
+
+    def __call__(self, pixel_values: jax.Array, meta: VisionMetadata) -> jax.Array:
+        """pixel_values [P, patch_dim] -> merged features [P / merge_size**2, out_hidden_size]."""
+        unit = self.cfg.spatial_merge_size ** 2
+        x = self.patch_embed(pixel_values.astype(self.patch_embed.kernel.dtype))
+        x = x.reshape(-1, unit, x.shape[-1])[meta.unit_perm].reshape(x.shape)
+        cos, sin = self.rotary(meta.rotary_pos)
+        for i, block in enumerate(self.blocks):
+            segments = meta.image_segments if i in self.cfg.fullatt_block_indexes else meta.window_segments
+            x = block(x, cos, sin, segments)
+        return self.merger(x)[meta.unit_unperm]

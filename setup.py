@@ -23,6 +23,7 @@ INSTALL_REQUIRES = [
     "transformers==5.24.0",
     "faiss-cpu==1.15.1",
     "bm25s==0.3.16",
+    "importlib_resources==7.1.0",  # tensorflow-datasets needs it to build a dataset
 ]
 
 TEST_REQUIRES = [

@@ -29,6 +29,32 @@ class KVCache:
         return cls(jnp.zeros(shape, dtype), jnp.zeros(shape, dtype))
 
 
+@dataclasses.dataclass(frozen=True)
+class LayerCache:
+    """One layer's view of a KVCache: rows [B] of the cache used by this batch, written at
+    slots [B, T]. Writes are scatters into the stacked arrays, so XLA updates them in place
+    (the cache is never copied per step or per layer)."""
+    cache: KVCache
+    layer: int
+    rows: jax.Array | None  # None: row b is batch element b (decode over all slots)
+    slots: jax.Array
+    attend_len: int
+
+    def write(self, k: jax.Array, v: jax.Array) -> "LayerCache":
+        rows = jnp.arange(k.shape[0]) if self.rows is None else self.rows
+        at = (self.layer, rows[:, None], self.slots)
+        cache = KVCache(self.cache.k.at[at].set(k.astype(self.cache.k.dtype), mode="drop"),
+                        self.cache.v.at[at].set(v.astype(self.cache.v.dtype), mode="drop"))
+        return dataclasses.replace(self, cache=cache)
+
+    def read(self) -> tuple[jax.Array, jax.Array]:
+        """Keys/values [B, attend_len, kv_heads, head_dim] of this batch's rows."""
+        n = self.attend_len
+        if self.rows is None:  # a slice, not a gather
+            return self.cache.k[self.layer, :, :n], self.cache.v[self.layer, :, :n]
+        return self.cache.k[self.layer, self.rows, :n], self.cache.v[self.layer, self.rows, :n]
+
+
 def mrope_cos_sin(positions: jax.Array, cfg: TextConfig) -> tuple[jax.Array, jax.Array]:
     """positions [3, B, T] -> cos, sin [B, T, head_dim]; frequency band i uses axis i % 3."""
     inv_freq = 1.0 / (cfg.rope_theta ** (jnp.arange(0, cfg.head_dim, 2, dtype=jnp.float32) / cfg.head_dim))
@@ -53,18 +79,17 @@ class Attention(nnx.Module):
                              rngs=rngs)
         self.o_proj = Linear(self.num_heads * h, d, use_bias=False, axes=("q_heads", "embed"), dtype=dtype, rngs=rngs)
 
-    def __call__(self, x, cos, sin, mask, kv: tuple[jax.Array, jax.Array] | None, cache_index: jax.Array | None):
-        """x [B, T, D]; kv: this layer's cache (k, v) [B, S, K, H] written at `cache_index` [B]."""
+    def __call__(self, x, cos, sin, mask, cache: "LayerCache | None"):
+        """x [B, T, D]; with a cache, this chunk's keys/values are scattered into it first."""
         b, t, _ = x.shape
         q = apply_rotary(self.q_proj(x).reshape(b, t, self.num_heads, self.head_dim), cos, sin)
         k = apply_rotary(self.k_proj(x).reshape(b, t, self.num_kv_heads, self.head_dim), cos, sin)
         v = self.v_proj(x).reshape(b, t, self.num_kv_heads, self.head_dim)
-        if kv is not None:
-            write = jax.vmap(lambda cache, new, i: jax.lax.dynamic_update_slice_in_dim(cache, new, i, axis=0))
-            k = write(kv[0], k.astype(kv[0].dtype), cache_index)
-            v = write(kv[1], v.astype(kv[1].dtype), cache_index)
+        if cache is not None:
+            cache = cache.write(k, v)
+            k, v = cache.read()
         out = attention(q, k.astype(q.dtype), v.astype(q.dtype), mask)
-        return self.o_proj(out.reshape(b, t, -1)), (k, v)
+        return self.o_proj(out.reshape(b, t, -1)), cache
 
 
 class DecoderLayer(nnx.Module):
@@ -74,10 +99,10 @@ class DecoderLayer(nnx.Module):
         self.post_attention_layernorm = RMSNorm(cfg.hidden_size, eps=cfg.rms_norm_eps, dtype=dtype)
         self.mlp = SwiGLU(cfg.hidden_size, cfg.intermediate_size, use_bias=False, dtype=dtype, rngs=rngs)
 
-    def __call__(self, x, cos, sin, mask, kv, cache_index):
-        attn, kv = self.self_attn(self.input_layernorm(x), cos, sin, mask, kv, cache_index)
+    def __call__(self, x, cos, sin, mask, cache):
+        attn, cache = self.self_attn(self.input_layernorm(x), cos, sin, mask, cache)
         x = x + attn
-        return x + self.mlp(self.post_attention_layernorm(x)), kv
+        return x + self.mlp(self.post_attention_layernorm(x)), cache
 
 
 class Decoder(nnx.Module):
@@ -121,25 +146,31 @@ def embed(decoder: Decoder, tokens: jax.Array, image_features: jax.Array | None,
 
 def forward(decoder: Decoder, tokens: jax.Array, positions: jax.Array, *, image_token_id: int,
             segment_ids: jax.Array | None = None, image_features: jax.Array | None = None,
-            cache: KVCache | None = None, cache_index: jax.Array | None = None) -> tuple[jax.Array, KVCache | None]:
+            cache: KVCache | None = None, cache_index: jax.Array | None = None,
+            cache_rows: jax.Array | None = None, attend_len: int | None = None,
+            ) -> tuple[jax.Array, KVCache | None]:
     """The one functional forward. tokens [B, T], positions [3, B, T] -> (final hidden [B, T, D], cache).
 
     segment_ids [B, T]: 0 marks padding, distinct ids separate packed sequences (no cache).
-    cache + cache_index [B]: keys/values of this chunk are written at cache_index[b] and the chunk
-    attends to everything cached before it (prefill, append and decode are the same call).
-    Logits are left to the caller (`Qwen25VL.logits`), so trainers can compute log-probs in
-    vocabulary chunks instead of materialising [B, T, vocab].
+    cache + cache_index [B]: this chunk's keys/values are written into cache row cache_rows[b]
+    (default b) from position cache_index[b] on, and the chunk attends to everything cached
+    before it — prefill, append and decode are the same call. Attention reads only the first
+    `attend_len` (static; default all) cache positions, so a decode over short sequences in a
+    long cache costs what the sequences need. Logits are left to the caller
+    (`Qwen25VL.logits`), so trainers can take log-probs in vocabulary chunks instead of
+    materialising [B, T, vocab].
     """
     if segment_ids is None:
         segment_ids = jnp.ones(tokens.shape, jnp.int32)
     x = embed(decoder, tokens, image_features, image_token_id)
     cos, sin = mrope_cos_sin(positions, decoder.cfg)
-    mask = attention_mask(segment_ids, cache_index, None if cache is None else cache.k.shape[2])
-    new_k, new_v = [], []
+    cos, sin = cos.astype(x.dtype), sin.astype(x.dtype)
+    attend_len = None if cache is None else (attend_len or cache.k.shape[2])
+    mask = attention_mask(segment_ids, cache_index, attend_len)
+    if cache is not None:
+        slots = cache_index[:, None] + jnp.arange(tokens.shape[1])[None, :]
     for i, layer in enumerate(decoder.layers):
-        kv = None if cache is None else (cache.k[i], cache.v[i])
-        x, (k, v) = layer(x, cos.astype(x.dtype), sin.astype(x.dtype), mask, kv, cache_index)
-        new_k.append(k)
-        new_v.append(v)
-    new_cache = None if cache is None else KVCache(jnp.stack(new_k), jnp.stack(new_v))
-    return decoder.norm(x), new_cache
+        layer_cache = None if cache is None else LayerCache(cache, i, cache_rows, slots, attend_len)
+        x, layer_cache = layer(x, cos, sin, mask, layer_cache)
+        cache = None if layer_cache is None else layer_cache.cache
+    return decoder.norm(x), cache

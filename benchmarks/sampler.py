@@ -1,0 +1,153 @@
+"""Sampling throughput: our engine vs transformers `generate` vs a minimal jitted greedy loop,
+and multi-turn appends vs re-prefilling the conversation every turn.
+
+    python -m benchmarks.sampler [--preset small] [--batch 8] [--prompt 64] [--new 128]
+
+Same weights, same prompts, greedy, a fixed number of new tokens (EOS ignored). The minimal
+loop (written here, batch prefill + `fori_loop` decode over our model's functional forward)
+is the practical limit for these shapes. A benchmark, not a test: figures go in the README.
+"""
+
+import argparse
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import torch
+from flax import nnx
+
+from benchmarks import common
+from gog_jax.models.qwen2_5_vl import KVCache
+from gog_jax.processing import image as image_lib
+from gog_jax.sampling import Engine, SamplingParams
+
+
+@functools.partial(jax.jit, static_argnums=(0, 3))
+def minimal_greedy(graphdef, params, prompts, new_tokens):
+    """Batch prefill then a fori_loop of argmax steps: no slots, no stops, no sampling."""
+    model = nnx.merge(graphdef, params)
+    batch, length = prompts.shape
+    cache = KVCache.zeros(model.config.text, batch, length + new_tokens, model.dtype)
+    positions = jnp.broadcast_to(jnp.arange(length), (3, batch, length))
+    zeros = jnp.zeros((batch,), jnp.int32)
+    hidden, cache = model.forward(prompts, positions, cache=cache, cache_index=zeros)
+    token = jnp.argmax(model.logits(hidden[:, -1]), -1).astype(jnp.int32)
+
+    def body(i, carry):
+        cache, token, out = carry
+        out = out.at[:, i].set(token)
+        pos = jnp.full((3, batch, 1), length + i)
+        hidden, cache = model.forward(token[:, None], pos, cache=cache, cache_index=zeros + length + i)
+        return cache, jnp.argmax(model.logits(hidden[:, 0]), -1).astype(jnp.int32), out
+
+    _, _, out = jax.lax.fori_loop(0, new_tokens, body, (cache, token, jnp.zeros((batch, new_tokens), jnp.int32)))
+    return out
+
+
+def multi_turn(engine: Engine, prompts, observations, image, params, reprefill: bool) -> int:
+    """Each request: decode, then three observations (the second with an image), decoding after each.
+
+    With `reprefill`, every turn opens a fresh session holding the whole conversation so far.
+    Returns the number of tokens prefilled, to show what each strategy computes.
+    """
+    pixels, grid = image
+    sessions = [engine.open(p, params) for p in prompts]
+    prefilled = sum(len(p) for p in prompts)
+    history = {id(s): (list(p), []) for s, p in zip(sessions, prompts)}
+    for turn in range(len(observations) + 1):
+        done = []
+        while len(done) < len(sessions):
+            done += engine.step()
+        if turn == len(observations):
+            break
+        obs = observations[turn]
+        with_image = turn == 1
+        new_sessions = []
+        for s in sessions:
+            kwargs = dict(pixel_values=pixels, image_grid_thw=grid[None]) if with_image else {}
+            if reprefill:
+                tokens, images = history.pop(id(s))
+                tokens = s.tokens + list(obs)
+                images = images + ([kwargs] if with_image else [])
+                engine.close(s)
+                merged = (dict(pixel_values=np.concatenate([k["pixel_values"] for k in images]),
+                               image_grid_thw=np.concatenate([k["image_grid_thw"] for k in images]))
+                          if images else {})
+                s = engine.open(np.asarray(tokens), params, **merged)
+                history[id(s)] = (tokens, images)
+                prefilled += len(tokens)
+            else:
+                engine.append(s, obs, **kwargs)
+                engine.resume(s)
+                prefilled += len(obs)
+            new_sessions.append(s)
+        sessions = new_sessions
+    for s in sessions:
+        engine.close(s)
+    return prefilled
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--preset", default="small")
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--prompt", type=int, default=64)
+    parser.add_argument("--new", type=int, default=128)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+
+    hf, model = common.twin_models(args.preset)
+    rng = np.random.default_rng(0)
+    prompts = rng.integers(100, 10000, (args.batch, args.prompt))
+    params = SamplingParams(temperature=0.0, max_new_tokens=args.new, ignore_eos=True)
+    engine = Engine(model, num_slots=args.batch, max_seq_len=1024, decode_steps=32)
+    graphdef, weights = nnx.split(model)
+
+    def run_ours():
+        return engine.generate([dict(input_ids=p) for p in prompts], params)
+
+    def run_minimal():
+        return jax.block_until_ready(minimal_greedy(graphdef, weights, jnp.asarray(prompts, jnp.int32), args.new))
+
+    def run_hf():
+        with torch.no_grad():
+            return hf.generate(torch.as_tensor(prompts), max_new_tokens=args.new, min_new_tokens=args.new,
+                               do_sample=False)
+
+    ours = np.stack([o.token_ids for o in run_ours()])
+    same_as_minimal = np.array_equal(ours, np.asarray(run_minimal()))
+    same_as_hf = np.array_equal(ours, run_hf()[:, args.prompt:].numpy())
+    tokens = args.batch * args.new
+    t_ours = common.median_seconds(run_ours, args.repeats)
+    t_min = common.median_seconds(run_minimal, args.repeats)
+    t_hf = common.median_seconds(run_hf, args.repeats, warmup=0)
+    print(f"preset={args.preset} batch={args.batch} prompt={args.prompt} new={args.new} greedy "
+          f"(outputs equal: minimal={same_as_minimal}, transformers={same_as_hf})")
+    print(f"transformers generate: {tokens / t_hf:9.1f} tok/s")
+    print(f"minimal jitted loop:   {tokens / t_min:9.1f} tok/s")
+    print(f"gog_jax engine:        {tokens / t_ours:9.1f} tok/s")
+    print(f"engine / transformers: {t_hf / t_ours:.2f}x    engine / minimal loop: {t_min / t_ours:.2f}x")
+
+    # Multi-turn: 3 appended observations of 32 tokens (the second with a 112x112 image), 32 new tokens a turn.
+    turn_params = SamplingParams(temperature=0.0, max_new_tokens=32, ignore_eos=True)
+    pixels, grid = image_lib.preprocess(rng.integers(0, 256, (112, 112, 3), dtype=np.uint8), max_pixels=112 * 112)
+    n_image = int(np.prod(grid)) // 4
+    cfg = model.config
+    observations = [rng.integers(100, 10000, 32),
+                    np.concatenate([[cfg.vision_start_token_id], [cfg.image_token_id] * n_image,
+                                    [cfg.vision_end_token_id], rng.integers(100, 10000, 30)]),
+                    rng.integers(100, 10000, 32)]
+    turn_engine = Engine(model, num_slots=args.batch, max_seq_len=1024, decode_steps=32)
+    run = lambda reprefill: multi_turn(turn_engine, list(prompts), observations, (pixels, grid),  # noqa: E731
+                                       turn_params, reprefill)
+    appended_tokens, reprefilled_tokens = run(False), run(True)
+    t_append = common.median_seconds(lambda: run(False), args.repeats)
+    t_reprefill = common.median_seconds(lambda: run(True), args.repeats)
+    print(f"multi-turn (3 observations, one with an image): append {t_append:.2f}s "
+          f"({appended_tokens} tokens prefilled), re-prefill {t_reprefill:.2f}s ({reprefilled_tokens} tokens "
+          f"prefilled): append is {t_reprefill / t_append:.2f}x faster")
+
+
+if __name__ == "__main__":
+    main()

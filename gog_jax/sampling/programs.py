@@ -1,0 +1,170 @@
+"""The engine's device state and its jitted programs: encode, append, configure, fork, decode.
+
+All programs take the model's parameters as an argument (the graph definition is static), so
+the trainer's updated parameters are used in place with no copy and no recompilation, and all
+donate the decode state. Shapes depend only on the slot count, the cache length, the chunk
+bucket and the patch bucket.
+"""
+
+import dataclasses
+import functools
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from gog_jax.models.qwen2_5_vl import KVCache, Qwen25VL, VisionMetadata
+from gog_jax.sampling import sample as sample_lib
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class DecodeState:
+    """Per-slot decoding state; S slots, C cache positions, V vocabulary."""
+    cache: KVCache             # k, v [layers, S, C, kv_heads, head_dim]
+    lengths: jax.Array         # [S] tokens in the cache (next write position)
+    next_pos: jax.Array        # [S] next M-RoPE text position
+    logits: jax.Array          # [S, V] next-token logits after the last cached token
+    active: jax.Array          # [S] bool: decoding
+    finish: jax.Array          # [S] 0 running/idle, 1 stop, 2 length
+    keys: jax.Array            # [S, 2] request PRNG key
+    sample_index: jax.Array    # [S] tokens sampled by the request so far (folded into its key)
+    count: jax.Array           # [S] tokens generated in the current decode phase
+    budget: jax.Array          # [S] max new tokens of the phase
+    min_new: jax.Array         # [S]
+    temperature: jax.Array     # [S]
+    top_k: jax.Array           # [S]
+    top_p: jax.Array           # [S]
+    stop_ids: jax.Array        # [S, W] (-1 padding)
+    stop_seqs: jax.Array       # [S, N, L] right-aligned, -1 wildcard, -2 unused row
+    recent: jax.Array          # [S, L] newest tokens of the phase, right-aligned (-2 before start)
+
+    @classmethod
+    def create(cls, model: Qwen25VL, slots: int, cache_len: int, stop_width: int, stop_count: int,
+               stop_len: int) -> "DecodeState":
+        i32 = lambda fill, *shape: jnp.full(shape, fill, jnp.int32)  # noqa: E731
+        return cls(
+            cache=KVCache.zeros(model.config.text, slots, cache_len, model.dtype),
+            lengths=i32(0, slots), next_pos=i32(0, slots),
+            logits=jnp.zeros((slots, model.config.text.vocab_size), jnp.float32),
+            active=jnp.zeros((slots,), bool), finish=i32(0, slots),
+            keys=jnp.zeros((slots, 2), jnp.uint32), sample_index=i32(0, slots), count=i32(0, slots),
+            budget=i32(0, slots), min_new=i32(0, slots), temperature=jnp.zeros((slots,), jnp.float32),
+            top_k=i32(0, slots), top_p=jnp.ones((slots,), jnp.float32), stop_ids=i32(-1, slots, stop_width),
+            stop_seqs=i32(-2, slots, stop_count, stop_len), recent=i32(-2, slots, stop_len))
+
+
+def _model(graphdef, params) -> Qwen25VL:
+    return nnx.merge(graphdef, params)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def encode(graphdef, params, pixel_values: jax.Array, meta: VisionMetadata) -> jax.Array:
+    """Patches [P_bucket, patch_dim] -> image features [P_bucket / merge**2, D]."""
+    return _model(graphdef, params).encode_images(pixel_values, meta)
+
+
+@functools.partial(jax.jit, static_argnums=0, donate_argnums=2)
+def append(graphdef, params, state: DecodeState, slot, start, tokens, positions, num_valid, next_pos,
+           features=None, feature_offset=0) -> DecodeState:
+    """Prefills tokens [T] (valid prefix num_valid) into `slot` at cache position `start`.
+
+    features [F, D] are the chunk's image features; those from `feature_offset` on fill the
+    chunk's image-pad tokens in order.
+    """
+    model = _model(graphdef, params)
+    if features is not None:
+        features = jnp.take(features, feature_offset + jnp.arange(tokens.shape[0]), axis=0, mode="fill",
+                            fill_value=0)
+    hidden, cache = model.forward(tokens[None], positions[:, None], image_features=features, cache=state.cache,
+                                  cache_index=jnp.asarray(start, jnp.int32)[None],
+                                  cache_rows=jnp.asarray(slot, jnp.int32)[None])
+    last = model.logits(jax.lax.dynamic_index_in_dim(hidden[0], num_valid - 1, keepdims=False))
+    return dataclasses.replace(
+        state, cache=cache, lengths=state.lengths.at[slot].set(start + num_valid),
+        next_pos=state.next_pos.at[slot].set(next_pos), logits=state.logits.at[slot].set(last))
+
+
+@functools.partial(jax.jit, donate_argnums=0)
+def configure(state: DecodeState, slots, key, budget, min_new, temperature, top_k, top_p, stop_ids,
+              stop_seqs, start_sample_index) -> DecodeState:
+    """Starts a decode phase on the slots in mask `slots` [S] with one request's settings.
+
+    key [S, 2] per slot (forked requests get different keys); start_sample_index [S].
+    """
+    pick = lambda new, old: jnp.where(slots.reshape(slots.shape + (1,) * (old.ndim - 1)), new, old)  # noqa: E731
+    return dataclasses.replace(
+        state, active=slots | state.active, finish=pick(0, state.finish), keys=pick(key, state.keys),
+        sample_index=pick(start_sample_index, state.sample_index), count=pick(0, state.count),
+        budget=pick(budget, state.budget), min_new=pick(min_new, state.min_new),
+        temperature=pick(temperature, state.temperature), top_k=pick(top_k, state.top_k),
+        top_p=pick(top_p, state.top_p), stop_ids=pick(stop_ids, state.stop_ids),
+        stop_seqs=pick(stop_seqs, state.stop_seqs), recent=pick(-2, state.recent))
+
+
+@functools.partial(jax.jit, donate_argnums=0)
+def fork(state: DecodeState, source, targets) -> DecodeState:
+    """Copies slot `source`'s cache, length, positions and logits to the slots in mask `targets` [S]."""
+    def copy(x, axis=0):
+        src = jax.lax.dynamic_slice_in_dim(x, source, 1, axis=axis)
+        mask = targets.reshape((1,) * axis + targets.shape + (1,) * (x.ndim - axis - 1))
+        return jnp.where(mask, src, x)
+    return dataclasses.replace(
+        state, cache=KVCache(copy(state.cache.k, 1), copy(state.cache.v, 1)), lengths=copy(state.lengths),
+        next_pos=copy(state.next_pos), logits=copy(state.logits))
+
+
+def _decode_step(model: Qwen25VL, state: DecodeState, max_len: int, window: int):
+    slots = jnp.arange(state.active.shape[0])
+    is_stop_id = jnp.zeros_like(state.logits, bool).at[slots[:, None], state.stop_ids].set(True, mode="drop")
+    before_min = (state.count < state.min_new)[:, None]
+    masked = jnp.where(before_min & is_stop_id, -jnp.inf, state.logits)
+    keys = jax.vmap(jax.random.fold_in)(jax.random.wrap_key_data(state.keys), state.sample_index)
+    tokens = sample_lib.sample(masked, keys, state.temperature, state.top_k, state.top_p)
+    tokens = jnp.where(state.active, tokens, 0)
+    logprobs = sample_lib.logprob_of(state.logits, tokens)
+    positions = jnp.broadcast_to(state.next_pos[None, :, None], (3,) + tokens.shape + (1,))
+    hidden, cache = model.forward(tokens[:, None], positions, cache=state.cache, cache_index=state.lengths,
+                                  attend_len=window)
+    logits = model.logits(hidden[:, 0])
+    act = state.active
+    step = act.astype(jnp.int32)
+    count = state.count + step
+    recent = jnp.where(act[:, None], jnp.concatenate([state.recent[:, 1:], tokens[:, None]], axis=1), state.recent)
+    allowed = count >= state.min_new
+    stop = allowed & (jnp.any(tokens[:, None] == state.stop_ids, axis=-1)
+                      | sample_lib.matches_stop_sequence(recent, state.stop_seqs))
+    lengths = state.lengths + step
+    full = (count >= state.budget) | (lengths >= max_len)
+    finish = jnp.where(act & stop, 1, jnp.where(act & full, 2, state.finish))
+    new_state = dataclasses.replace(
+        state, cache=cache, lengths=lengths, next_pos=state.next_pos + step,
+        logits=jnp.where(act[:, None], logits, state.logits), active=act & ~stop & ~full, finish=finish,
+        sample_index=state.sample_index + step, count=count, recent=recent)
+    return new_state, tokens, logprobs, act
+
+
+@functools.partial(jax.jit, static_argnums=(0, 3, 4, 5), donate_argnums=2)
+def decode(graphdef, params, state: DecodeState, num_steps: int, max_len: int, window: int):
+    """Up to `num_steps` decode steps for every active slot in one call; stops early when none is.
+
+    Attention reads the first `window` cache positions; the caller picks a bucket that holds
+    every active slot's sequence after `num_steps` more tokens.
+    Returns the new state and per-step tokens, log-probs and emitted flags, each [num_steps, S].
+    """
+    model = _model(graphdef, params)
+    slots = state.active.shape[0]
+    outputs = (jnp.zeros((num_steps, slots), jnp.int32), jnp.zeros((num_steps, slots), jnp.float32),
+               jnp.zeros((num_steps, slots), bool))
+
+    def cond(carry):
+        i, state, _ = carry
+        return (i < num_steps) & jnp.any(state.active)
+
+    def body(carry):
+        i, state, (toks, lps, emitted) = carry
+        state, tokens, logprobs, act = _decode_step(model, state, max_len, window)
+        return i + 1, state, (toks.at[i].set(tokens), lps.at[i].set(logprobs), emitted.at[i].set(act))
+
+    _, state, outputs = jax.lax.while_loop(cond, body, (0, state, outputs))
+    return state, *outputs

@@ -1,0 +1,45 @@
+"""Logits -> token: temperature, top-k, top-p, greedy; and the log-prob of what was drawn.
+
+Pure functions over per-slot arrays, so one compiled decode loop serves requests with
+different settings. Randomness comes from a per-request key folded with the token index,
+so a request's samples do not depend on which slot or batch it ran in.
+"""
+
+import jax
+import jax.numpy as jnp
+
+
+def filter_logits(logits: jax.Array, top_k: jax.Array, top_p: jax.Array) -> jax.Array:
+    """logits [S, V] with everything outside each row's top-k / nucleus top-p set to -inf."""
+    sorted_logits = jnp.sort(logits, axis=-1)[:, ::-1]
+    vocab = logits.shape[-1]
+    k = jnp.where(top_k > 0, jnp.minimum(top_k, vocab), vocab)
+    kth = jnp.take_along_axis(sorted_logits, (k - 1)[:, None], axis=-1)
+    probs = jax.nn.softmax(sorted_logits, axis=-1)
+    # keep the smallest prefix whose mass reaches top_p (the first token always survives)
+    mass_before = jnp.cumsum(probs, axis=-1) - probs
+    keep = mass_before < top_p[:, None]
+    cutoff = jnp.min(jnp.where(keep, sorted_logits, jnp.inf), axis=-1, keepdims=True)
+    threshold = jnp.maximum(kth, cutoff)
+    return jnp.where(logits >= threshold, logits, -jnp.inf)
+
+
+def sample(logits: jax.Array, keys: jax.Array, temperature: jax.Array, top_k: jax.Array,
+           top_p: jax.Array) -> jax.Array:
+    """logits [S, V] float32 -> tokens [S]; temperature 0 rows take the argmax."""
+    needs_filter = jnp.any((top_k > 0) | (top_p < 1.0))
+    filtered = jax.lax.cond(needs_filter, filter_logits, lambda x, *_: x, logits, top_k, top_p)
+    scaled = filtered / jnp.where(temperature > 0, temperature, 1.0)[:, None]
+    drawn = jax.vmap(jax.random.categorical)(keys, scaled)
+    return jnp.where(temperature > 0, drawn, jnp.argmax(logits, axis=-1)).astype(jnp.int32)
+
+
+def logprob_of(logits: jax.Array, tokens: jax.Array) -> jax.Array:
+    """log-softmax(logits) [S, V] at tokens [S]: the policy's log-prob, as the trainer recomputes it."""
+    return jnp.take_along_axis(jax.nn.log_softmax(logits, axis=-1), tokens[:, None], axis=-1)[:, 0]
+
+
+def matches_stop_sequence(recent: jax.Array, sequences: jax.Array) -> jax.Array:
+    """recent [S, L] newest tokens (right-aligned), sequences [S, N, L] -> any match per slot [S]."""
+    hit = (sequences == -1) | (sequences == recent[:, None, :])
+    return jnp.any(jnp.all(hit, axis=-1), axis=-1)

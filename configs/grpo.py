@@ -1,8 +1,30 @@
-"""The main job's config.
+"""The main job: SFT -> calibrate -> GRPO -> evaluate on the embedded default (tiny model, synthetic world).
 
-GRPO training is not built yet (issue 5). Until it lands, the main job runs the foundation that
-exists — the tiny preset's checkpoint round trip and jitted multimodal forward (configs/forward.py)
-— and its summary says plainly that nothing was trained.
+    python -m gog_jax.main --config=configs/grpo.py[:smoke|:evidence]
+
+Args (comma-separated): smoke (the 2-minute run the tests share: small world, a few steps),
+evidence (GoG vs a glance-only policy trained the same way; about an hour on CPU), world=small.
+Bring a real checkpoint with `--config.model.checkpoint=/path/to/Qwen2.5-VL-7B-Instruct`
+(SFT is then skipped: the named folder is the starting policy).
 """
 
-from configs.forward import get_config  # noqa: F401  (re-exported for config_flags)
+from configs import common
+
+
+def get_config(arg: str | None = None):
+    args = common.parse_arg(arg, {"smoke", "evidence", "world"})
+    c = common.base("grpo")
+    c.sft = common.sft(c)
+    c.grpo = common.grpo(c)
+    c.curriculum = common.curriculum(c)
+    c.eval = common.evaluation(c)
+    if "smoke" in args:
+        common.smoke(c)
+    if "evidence" in args:  # GoG vs glance-only, both trained the same way (about an hour on 2 CPU cores)
+        c.mode = "evidence"
+        c.sft.steps = 1500
+        c.grpo.update(steps=30, questions_per_step=16)
+        c.eval.num_questions = 600  # the whole test split: ~200 gaze questions
+    if args.get("world") == "small":
+        common.small_world(c)
+    return c

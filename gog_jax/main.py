@@ -6,8 +6,10 @@ The config's `mode` names the module that runs; every mode module exposes
 
 import importlib
 import json
+import os
 import tempfile
 
+import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
@@ -15,6 +17,11 @@ from ml_collections import config_flags
 MODES = {
     "forward": "gog_jax.models.forward_demo",
     "eval": "gog_jax.eval.evaluate",
+    "demos": "gog_jax.world.demonstrations",
+    "sft": "gog_jax.train.sft",
+    "calibrate": "gog_jax.train.calibrate",
+    "grpo": "gog_jax.train.pipeline",
+    "evidence": "gog_jax.train.evidence",
 }
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file[:preset args].", lock_config=True)
@@ -32,10 +39,17 @@ def run_mode(config, workdir: str) -> dict:
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    config = _CONFIG.value
+    if config.get("distributed"):
+        # The launcher's JAX_NUM_PROCESSES / JAX_PROCESS_ID when set (launch/gpu_slurm.sh); jax
+        # itself reads JAX_COORDINATOR_ADDRESS and detects TPU VM and SLURM peers.
+        count, index = os.environ.get("JAX_NUM_PROCESSES"), os.environ.get("JAX_PROCESS_ID")
+        jax.distributed.initialize(num_processes=int(count) if count else None,
+                                   process_id=int(index) if index else None)
     workdir = _WORKDIR.value or tempfile.mkdtemp(prefix="gog_jax_")
     logging.info("workdir: %s", workdir)
     print(f"workdir: {workdir}", flush=True)
-    summary = run_mode(_CONFIG.value, workdir)
+    summary = run_mode(config, workdir)
     print(json.dumps(summary, indent=2, sort_keys=True, default=str), flush=True)
 
 

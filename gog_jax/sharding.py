@@ -9,6 +9,7 @@ from collections.abc import Mapping, Sequence
 
 import jax
 import numpy as np
+from flax import nnx
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
 MESH_AXES = ("data", "fsdp", "tensor")
@@ -56,3 +57,45 @@ def spec_for(logical_axes: Sequence[str | None], shape: Sequence[int], mesh: Mes
 
 def sharding_for(logical_axes, shape, mesh: Mesh, rules=DEFAULT_RULES) -> NamedSharding:
     return NamedSharding(mesh, spec_for(logical_axes, shape, mesh, rules))
+
+
+def _is_variable(x) -> bool:
+    return isinstance(x, nnx.Variable)
+
+
+def state_shardings(state, mesh: Mesh, rules=DEFAULT_RULES):
+    """NamedShardings for an `nnx.State` (a prefix tree: one per Variable), from `logical_axes`."""
+    def one(var):
+        shape = var[...].shape
+        axes = var.get_metadata().get("logical_axes", (None,) * len(shape))
+        return sharding_for(axes, shape, mesh, rules)
+    return jax.tree.map(one, state, is_leaf=_is_variable)
+
+
+def leading_axis_shardings(tree, mesh: Mesh, rules=DEFAULT_RULES, axis_of=lambda path: 0):
+    """Shards each array's `axis_of(path)` dimension like a batch ('batch' rule); the rest replicated."""
+    def one(path, x):
+        axis = axis_of(path)
+        names = [None] * x.ndim
+        if x.ndim:
+            names[axis] = "batch"
+        return sharding_for(names, x.shape, mesh, rules)
+    return jax.tree_util.tree_map_with_path(one, tree)
+
+
+def put(tree, shardings):
+    """Places a host-identical pytree on (possibly multi-process) shardings.
+
+    Every process holds the same values (DESIGN §5: tool results are identical on every host),
+    so each builds its addressable shards from its own copy; on one process this is device_put.
+    """
+    if jax.process_count() == 1:
+        return jax.device_put(tree, shardings)
+
+    def one(x, sharding):
+        if isinstance(x, jax.Array) and x.sharding == sharding:
+            return x
+        host = np.asarray(x)
+        return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
+    # shardings may be a prefix of the tree (one per nnx Variable): broadcast over each subtree
+    return jax.tree.map(lambda sharding, sub: jax.tree.map(lambda x: one(x, sharding), sub), shardings, tree)

@@ -13,17 +13,29 @@ _INIT = nnx.initializers.normal(0.02)
 
 
 class Linear(nnx.Module):
-    """y = x @ kernel (+ bias); kernel [in, out] (the transpose of torch's weight)."""
+    """y = x @ kernel (+ bias); kernel [in, out] (the transpose of torch's weight).
+
+    Optional LoRA factors lora_a [in, r] and lora_b [r, out] add (x @ a @ b) * lora_scale; they
+    are set and folded away by `gog_jax.models.lora` and cost nothing while absent (None).
+    """
 
     def __init__(self, in_features: int, out_features: int, *, use_bias: bool, axes: tuple[str, str],
                  dtype: jnp.dtype, rngs: nnx.Rngs):
         self.kernel = nnx.Param(_INIT(rngs.params(), (in_features, out_features), dtype), logical_axes=axes)
         self.bias = (nnx.Param(jnp.zeros((out_features,), dtype), logical_axes=axes[1:])
                      if use_bias else None)
+        # nnx.data: these attributes may later hold Variables (a None attribute is static otherwise)
+        self.lora_a = nnx.data(None)
+        self.lora_b = nnx.data(None)
+        self.lora_scale = 0.0
 
     def __call__(self, x: jax.Array) -> jax.Array:
         y = x @ self.kernel[...]
-        return y + self.bias[...] if self.bias is not None else y
+        if self.bias is not None:
+            y = y + self.bias[...]
+        if self.lora_a is not None:
+            y = y + ((x @ self.lora_a[...]) @ self.lora_b[...] * self.lora_scale).astype(y.dtype)
+        return y
 
 
 class RMSNorm(nnx.Module):

@@ -70,12 +70,15 @@ class Engine:
                  max_stop_ids: int = 8, max_stop_sequences: int = 8, max_stop_len: int = 8):
         self.config = model.config
         self.graphdef, self.params = nnx.split(model)
+        self._graph = programs.Graph(self.graphdef)
         self.num_slots, self.max_seq_len, self.decode_steps = num_slots, max_seq_len, decode_steps
         self.chunk_buckets = tuple(sorted(chunk_buckets))
         self.stop_shape = (max_stop_ids, max_stop_sequences, max_stop_len)
         cache_len = max_seq_len + self.chunk_buckets[-1]  # room for a padded chunk at the very end
-        # decode attends to a window of the cache sized to the longest active sequence
-        self.window_buckets = tuple(sorted({min(cache_len, 128 << i) for i in range(cache_len.bit_length())}))
+        # decode attends to a window of the cache sized to the longest active sequence: powers of
+        # two and their midpoints (128, 192, 256, 384, ...) waste at most a third of the window
+        self.window_buckets = tuple(sorted({min(cache_len, base << i) for base in (128, 192)
+                                            for i in range(cache_len.bit_length())}))
         self.state = programs.DecodeState.create(model, num_slots, cache_len, *self.stop_shape)
         self.sessions: dict[int, Session] = {}
 
@@ -154,7 +157,7 @@ class Engine:
         longest = max(len(s.tokens) for s in self.sessions.values() if s.decoding) + self.decode_steps
         window = bucket_for(min(longest, self.window_buckets[-1]), self.window_buckets)
         self.state, tokens, logprobs, emitted = programs.decode(
-            self.graphdef, self.params, self.state, self.decode_steps, self.max_seq_len, window)
+            self._graph, self.params, self.state, self.decode_steps, self.max_seq_len, window)
         tokens, logprobs, emitted, active, finish = jax.device_get(
             (tokens, logprobs, emitted, self.state.active, self.state.finish))
         stopped = []
@@ -255,7 +258,7 @@ class Engine:
             tokens[:len(piece)] = piece
             pos = np.zeros((3, size), np.int32)
             pos[:, :len(piece)] = positions[:, start:start + len(piece)]
-            self.state = programs.append(self.graphdef, self.params, self.state, session.slot,
+            self.state = programs.append(self._graph, self.params, self.state, session.slot,
                                          len(session.tokens) + start, tokens, pos,
                                          len(piece), new_rope.next_pos, features, feature_offset)
             feature_offset += int(np.sum(piece == cfg.image_token_id))
@@ -268,4 +271,4 @@ class Engine:
         size = patch_bucket(len(pixel_values), unit)
         padded = np.zeros((size, pixel_values.shape[1]), np.float32)
         padded[:len(pixel_values)] = pixel_values
-        return programs.encode(self.graphdef, self.params, padded, vision_metadata(grids, self.config.vision, size))
+        return programs.encode(self._graph, self.params, padded, vision_metadata(grids, self.config.vision, size))

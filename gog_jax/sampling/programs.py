@@ -21,7 +21,7 @@ from gog_jax.sampling import sample as sample_lib
 @dataclasses.dataclass(frozen=True)
 class DecodeState:
     """Per-slot decoding state; S slots, C cache positions, V vocabulary."""
-    cache: KVCache             # k, v [layers, S, C, kv_heads, head_dim]
+    cache: KVCache             # per layer k [S, kv_heads, head_dim, C], v [S, kv_heads, C, head_dim]
     lengths: jax.Array         # [S] tokens in the cache (next write position)
     next_pos: jax.Array        # [S] next M-RoPE text position
     logits: jax.Array          # [S, V] next-token logits after the last cached token
@@ -54,8 +54,27 @@ class DecodeState:
             stop_seqs=i32(-2, slots, stop_count, stop_len), recent=i32(-2, slots, stop_len))
 
 
+class Graph:
+    """A model's graph definition as a static jit argument that hashes in constant time.
+
+    jit hashes static arguments on every call, and hashing an nnx GraphDef walks the whole
+    model graph (milliseconds per call on a CPU, for every append and decode call).
+    """
+
+    def __init__(self, graphdef):
+        self.graphdef = graphdef
+        self._hash = hash(graphdef)
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    def __eq__(self, other) -> bool:
+        return self is other or (isinstance(other, Graph) and self.graphdef == other.graphdef)
+
+
 def _model(graphdef, params) -> Qwen25VL:
-    return nnx.merge(graphdef, params)
+    """graphdef: an nnx GraphDef or a `Graph` holding one."""
+    return nnx.merge(graphdef.graphdef if isinstance(graphdef, Graph) else graphdef, params)
 
 
 @functools.partial(jax.jit, static_argnums=0)
@@ -105,16 +124,15 @@ def configure(state: DecodeState, slots, key, budget, min_new, temperature, top_
 @functools.partial(jax.jit, donate_argnums=0)
 def fork(state: DecodeState, source, targets) -> DecodeState:
     """Copies slot `source`'s cache, length, positions and logits to the slots in mask `targets` [S]."""
-    def copy(x, axis=0):
-        src = jax.lax.dynamic_slice_in_dim(x, source, 1, axis=axis)
-        mask = targets.reshape((1,) * axis + targets.shape + (1,) * (x.ndim - axis - 1))
-        return jnp.where(mask, src, x)
+    def copy(x):
+        src = jax.lax.dynamic_slice_in_dim(x, source, 1)
+        return jnp.where(targets.reshape(targets.shape + (1,) * (x.ndim - 1)), src, x)
     return dataclasses.replace(
-        state, cache=KVCache(copy(state.cache.k, 1), copy(state.cache.v, 1)), lengths=copy(state.lengths),
+        state, cache=jax.tree.map(copy, state.cache), lengths=copy(state.lengths),
         next_pos=copy(state.next_pos), logits=copy(state.logits))
 
 
-def _decode_step(model: Qwen25VL, state: DecodeState, max_len: int, window: int):
+def _decode_step(model: Qwen25VL, state: DecodeState, max_len: int):
     slots = jnp.arange(state.active.shape[0])
     is_stop_id = jnp.zeros_like(state.logits, bool).at[slots[:, None], state.stop_ids].set(True, mode="drop")
     before_min = (state.count < state.min_new)[:, None]
@@ -124,8 +142,7 @@ def _decode_step(model: Qwen25VL, state: DecodeState, max_len: int, window: int)
     tokens = jnp.where(state.active, tokens, 0)
     logprobs = sample_lib.logprob_of(state.logits, tokens)
     positions = jnp.broadcast_to(state.next_pos[None, :, None], (3,) + tokens.shape + (1,))
-    hidden, cache = model.forward(tokens[:, None], positions, cache=state.cache, cache_index=state.lengths,
-                                  attend_len=window)
+    hidden, cache = model.forward(tokens[:, None], positions, cache=state.cache, cache_index=state.lengths)
     logits = model.logits(hidden[:, 0])
     act = state.active
     step = act.astype(jnp.int32)
@@ -148,8 +165,10 @@ def _decode_step(model: Qwen25VL, state: DecodeState, max_len: int, window: int)
 def decode(graphdef, params, state: DecodeState, num_steps: int, max_len: int, window: int):
     """Up to `num_steps` decode steps for every active slot in one call; stops early when none is.
 
-    Attention reads the first `window` cache positions; the caller picks a bucket that holds
-    every active slot's sequence after `num_steps` more tokens.
+    The loop runs on a copy of the first `window` cache positions, written back at the end, so
+    each step attends to (and scans) only the window; the caller picks a bucket that holds
+    every active slot's sequence after `num_steps` more tokens. Idle slots' writes past the
+    window are dropped.
     Returns the new state and per-step tokens, log-probs and emitted flags, each [num_steps, S].
     """
     model = _model(graphdef, params)
@@ -163,8 +182,10 @@ def decode(graphdef, params, state: DecodeState, num_steps: int, max_len: int, w
 
     def body(carry):
         i, state, (toks, lps, emitted) = carry
-        state, tokens, logprobs, act = _decode_step(model, state, max_len, window)
+        state, tokens, logprobs, act = _decode_step(model, state, max_len)
         return i + 1, state, (toks.at[i].set(tokens), lps.at[i].set(logprobs), emitted.at[i].set(act))
 
+    full_cache = state.cache
+    state = dataclasses.replace(state, cache=full_cache.window(window))
     _, state, outputs = jax.lax.while_loop(cond, body, (0, state, outputs))
-    return state, *outputs
+    return dataclasses.replace(state, cache=full_cache.put_window(state.cache)), *outputs

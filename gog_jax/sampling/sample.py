@@ -27,11 +27,17 @@ def filter_logits(logits: jax.Array, top_k: jax.Array, top_p: jax.Array) -> jax.
 def sample(logits: jax.Array, keys: jax.Array, temperature: jax.Array, top_k: jax.Array,
            top_p: jax.Array) -> jax.Array:
     """logits [S, V] float32 -> tokens [S]; temperature 0 rows take the argmax."""
-    needs_filter = jnp.any((top_k > 0) | (top_p < 1.0))
-    filtered = jax.lax.cond(needs_filter, filter_logits, lambda x, *_: x, logits, top_k, top_p)
-    scaled = filtered / jnp.where(temperature > 0, temperature, 1.0)[:, None]
-    drawn = jax.vmap(jax.random.categorical)(keys, scaled)
-    return jnp.where(temperature > 0, drawn, jnp.argmax(logits, axis=-1)).astype(jnp.int32)
+    greedy = jnp.argmax(logits, axis=-1).astype(jnp.int32)
+
+    def draw(logits):
+        needs_filter = jnp.any((top_k > 0) | (top_p < 1.0))
+        filtered = jax.lax.cond(needs_filter, filter_logits, lambda x, *_: x, logits, top_k, top_p)
+        scaled = filtered / jnp.where(temperature > 0, temperature, 1.0)[:, None]
+        drawn = jax.vmap(jax.random.categorical)(keys, scaled).astype(jnp.int32)
+        return jnp.where(temperature > 0, drawn, greedy)
+
+    # an all-greedy batch skips the Gumbel noise (a few ms a step on CPU for a 16k vocabulary)
+    return jax.lax.cond(jnp.any(temperature > 0), draw, lambda _: greedy, logits)
 
 
 def logprob_of(logits: jax.Array, tokens: jax.Array) -> jax.Array:

@@ -19,40 +19,85 @@ from gog_jax.models.qwen2_5_vl.config import ModelConfig, TextConfig
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
 class KVCache:
-    """Keys/values of every layer: k, v [layers, batch, max_len, kv_heads, head_dim]."""
-    k: jax.Array
-    v: jax.Array
+    """Keys and values, one array per layer: k[i] [batch, kv_heads, head_dim, max_len] (keys
+    stored transposed) and v[i] [batch, kv_heads, max_len, head_dim]. In these layouts both
+    attention products read the cache as it lies: no per-step transpose of the cache (on CPU
+    that transpose cost more than the attention itself)."""
+    k: tuple[jax.Array, ...]
+    v: tuple[jax.Array, ...]
 
     @classmethod
     def zeros(cls, cfg: TextConfig, batch: int, max_len: int, dtype=jnp.float32) -> "KVCache":
-        shape = (cfg.num_hidden_layers, batch, max_len, cfg.num_key_value_heads, cfg.head_dim)
-        return cls(jnp.zeros(shape, dtype), jnp.zeros(shape, dtype))
+        kv, h, n = cfg.num_key_value_heads, cfg.head_dim, cfg.num_hidden_layers
+        return cls(tuple(jnp.zeros((batch, kv, h, max_len), dtype) for _ in range(n)),
+                   tuple(jnp.zeros((batch, kv, max_len, h), dtype) for _ in range(n)))
+
+    @property
+    def max_len(self) -> int:
+        return self.v[0].shape[2]
+
+    def window(self, n: int) -> "KVCache":
+        """The first n positions of every row (a copy): a decode loop over short sequences in a
+        long cache works on this and writes it back once with `put_window`."""
+        return KVCache(tuple(k[..., :n] for k in self.k), tuple(v[:, :, :n] for v in self.v))
+
+    def put_window(self, window: "KVCache") -> "KVCache":
+        put = lambda x, w: jax.lax.dynamic_update_slice(x, w, (0,) * x.ndim)  # noqa: E731
+        return KVCache(tuple(map(put, self.k, window.k)), tuple(map(put, self.v, window.v)))
 
 
 @dataclasses.dataclass(frozen=True)
 class LayerCache:
-    """One layer's view of a KVCache: rows [B] of the cache used by this batch, written at
-    slots [B, T]. Writes are scatters into the stacked arrays, so XLA updates them in place
-    (the cache is never copied per step or per layer)."""
-    cache: KVCache
-    layer: int
-    rows: jax.Array | None  # None: row b is batch element b (decode over all slots)
+    """One layer's keys/values (see KVCache for layouts) as used by a batch: batch element b
+    lives in cache row rows[b] (None: row b) and writes its tokens at positions slots [B, T].
+    Writes are scatters that drop out-of-range positions, so XLA updates the donated cache in
+    place and a padded chunk past the end, or an idle slot's write, changes nothing."""
+    k: jax.Array
+    v: jax.Array
+    rows: jax.Array | None
     slots: jax.Array
     attend_len: int
 
     def write(self, k: jax.Array, v: jax.Array) -> "LayerCache":
-        rows = jnp.arange(k.shape[0]) if self.rows is None else self.rows
-        at = (self.layer, rows[:, None], self.slots)
-        cache = KVCache(self.cache.k.at[at].set(k.astype(self.cache.k.dtype), mode="drop"),
-                        self.cache.v.at[at].set(v.astype(self.cache.v.dtype), mode="drop"))
-        return dataclasses.replace(self, cache=cache)
+        """k, v [B, T, kv_heads, head_dim]."""
+        rows = (jnp.arange(k.shape[0]) if self.rows is None else self.rows)[:, None]
+        return dataclasses.replace(self, k=self.k.at[rows, :, :, self.slots].set(k.astype(self.k.dtype), mode="drop"),
+                                   v=self.v.at[rows, :, self.slots].set(v.astype(self.v.dtype), mode="drop"))
 
     def read(self) -> tuple[jax.Array, jax.Array]:
-        """Keys/values [B, attend_len, kv_heads, head_dim] of this batch's rows."""
+        """This batch's keys [B, kv_heads, head_dim, n] and values [B, kv_heads, n, head_dim], n = attend_len."""
         n = self.attend_len
+        k, v = self.k[..., :n], self.v[:, :, :n]
         if self.rows is None:  # a slice, not a gather
-            return self.cache.k[self.layer, :, :n], self.cache.v[self.layer, :, :n]
-        return self.cache.k[self.layer, self.rows, :n], self.cache.v[self.layer, self.rows, :n]
+            return k, v
+        return k[self.rows], v[self.rows]
+
+
+def cached_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array) -> jax.Array:
+    """`layers.attention` over a cache's layouts: q [B, T, N, H], k [B, K, H, S], v [B, K, S, H]
+    (N % K == 0, GQA), mask [B, T, S] -> [B, T, N, H]. Scores and softmax in float32.
+
+    A single query per row (decode) is written as multiply-and-reduce rather than as dots:
+    XLA fuses it into one streaming pass over the cache, where the batched [G, H] x [H, S]
+    dots it would otherwise emit are slow matrix-vector products on CPU.
+    """
+    b, t, n, h = q.shape
+    kv = k.shape[1]
+    q = q.reshape(b, t, kv, n // kv, h) * jnp.asarray(h ** -0.5, q.dtype)
+    k, v = k.astype(q.dtype), v.astype(q.dtype)
+    if t == 1:
+        scores = jnp.sum(q[:, 0, :, :, :, None] * k[:, :, None], axis=3, dtype=jnp.float32)[:, :, :, None]
+    else:  # queries of a kv head as one [G * T, H] matrix, so both products are plain batched matmuls
+        q = q.transpose(0, 2, 3, 1, 4).reshape(b, kv, -1, h)
+        scores = jnp.einsum("bkmh,bkhs->bkms", q, k, preferred_element_type=jnp.float32).reshape(b, kv, -1, t, k.shape[-1])
+    scores = jnp.where(mask[:, None, None], scores, jnp.finfo(jnp.float32).min)
+    probs = jax.nn.softmax(scores, axis=-1).astype(q.dtype)
+    if t == 1:
+        out = jnp.sum(probs[:, :, :, 0, :, None] * v[:, :, None], axis=3)[:, None]
+    else:
+        out = jnp.einsum("bkms,bksh->bkmh", probs.reshape(b, kv, -1, probs.shape[-1]), v)
+        out = out.reshape(b, kv, -1, t, h).transpose(0, 3, 1, 2, 4)
+    return out.reshape(b, t, n, h)
 
 
 def mrope_cos_sin(positions: jax.Array, cfg: TextConfig) -> tuple[jax.Array, jax.Array]:
@@ -85,10 +130,11 @@ class Attention(nnx.Module):
         q = apply_rotary(self.q_proj(x).reshape(b, t, self.num_heads, self.head_dim), cos, sin)
         k = apply_rotary(self.k_proj(x).reshape(b, t, self.num_kv_heads, self.head_dim), cos, sin)
         v = self.v_proj(x).reshape(b, t, self.num_kv_heads, self.head_dim)
-        if cache is not None:
+        if cache is None:
+            out = attention(q, k, v, mask)
+        else:
             cache = cache.write(k, v)
-            k, v = cache.read()
-        out = attention(q, k.astype(q.dtype), v.astype(q.dtype), mask)
+            out = cached_attention(q, *cache.read(), mask)
         return self.o_proj(out.reshape(b, t, -1)), cache
 
 
@@ -147,7 +193,7 @@ def embed(decoder: Decoder, tokens: jax.Array, image_features: jax.Array | None,
 def forward(decoder: Decoder, tokens: jax.Array, positions: jax.Array, *, image_token_id: int,
             segment_ids: jax.Array | None = None, image_features: jax.Array | None = None,
             cache: KVCache | None = None, cache_index: jax.Array | None = None,
-            cache_rows: jax.Array | None = None, attend_len: int | None = None,
+            cache_rows: jax.Array | None = None, attend_len: int | None = None, remat: bool = False,
             ) -> tuple[jax.Array, KVCache | None]:
     """The one functional forward. tokens [B, T], positions [3, B, T] -> (final hidden [B, T, D], cache).
 
@@ -158,19 +204,26 @@ def forward(decoder: Decoder, tokens: jax.Array, positions: jax.Array, *, image_
     `attend_len` (static; default all) cache positions, so a decode over short sequences in a
     long cache costs what the sequences need. Logits are left to the caller
     (`Qwen25VL.logits`), so trainers can take log-probs in vocabulary chunks instead of
-    materialising [B, T, vocab].
+    materialising [B, T, vocab]. `remat` (no cache) recomputes each block in the backward pass.
     """
     if segment_ids is None:
         segment_ids = jnp.ones(tokens.shape, jnp.int32)
     x = embed(decoder, tokens, image_features, image_token_id)
     cos, sin = mrope_cos_sin(positions, decoder.cfg)
     cos, sin = cos.astype(x.dtype), sin.astype(x.dtype)
-    attend_len = None if cache is None else (attend_len or cache.k.shape[2])
+    attend_len = None if cache is None else (attend_len or cache.max_len)
     mask = attention_mask(segment_ids, cache_index, attend_len)
-    if cache is not None:
-        slots = cache_index[:, None] + jnp.arange(tokens.shape[1])[None, :]
-    for i, layer in enumerate(decoder.layers):
-        layer_cache = None if cache is None else LayerCache(cache, i, cache_rows, slots, attend_len)
-        x, layer_cache = layer(x, cos, sin, mask, layer_cache)
-        cache = None if layer_cache is None else layer_cache.cache
-    return decoder.norm(x), cache
+    if cache is None:
+        for layer in decoder.layers:
+            if remat:  # training: keep only each block's input, recompute the rest
+                x, _ = nnx.remat(type(layer).__call__)(layer, x, cos, sin, mask, None)
+            else:
+                x, _ = layer(x, cos, sin, mask, None)
+        return decoder.norm(x), None
+    slots = cache_index[:, None] + jnp.arange(tokens.shape[1])[None, :]
+    keys, values = [], []
+    for layer, k, v in zip(decoder.layers, cache.k, cache.v):
+        x, layer_cache = layer(x, cos, sin, mask, LayerCache(k, v, cache_rows, slots, attend_len))
+        keys.append(layer_cache.k)
+        values.append(layer_cache.v)
+    return decoder.norm(x), KVCache(tuple(keys), tuple(values))

@@ -1,0 +1,1 @@
+"""Rollouts (engine + environment) and packing of trajectories into fixed-shape training batches."""

@@ -1,0 +1,219 @@
+"""Packing variable-length multi-turn trajectories into fixed-shape training batches.
+
+SFT and GRPO share this one path. An `Example` is one conversation as token ids with its loss
+mask, its images and (RL) its per-token sampler log-probs and scalar advantage. `pack` places
+examples (`Packed`) into `rows` rows of `seq_len` tokens (first fit, longest first); each example is a
+segment with its own M-RoPE positions starting at 0, so attention never crosses examples.
+Targets are the next token: position t carries the loss of token t+1, and only where t+1 is an
+assistant token of the same segment, so prompts, observations and image tokens never enter
+the loss.
+
+Images are encoded per image, padded to one patch bucket (`image_patches`), `image_slots`
+per batch: the vision tower then runs as a vmap over images, each attending within itself,
+instead of a dense mask over every patch of the batch. `feature_index` lists, in the order of
+the batch's image-pad tokens, where each merged feature lives in the flattened
+[image_slots * image_patches / merge**2] output.
+"""
+
+import dataclasses
+from collections.abc import Sequence
+
+import jax
+import numpy as np
+
+from gog_jax.agent.render import VisionSpec, image_grid
+from gog_jax.models.qwen2_5_vl import rope
+from gog_jax.models.qwen2_5_vl.config import ModelConfig
+from gog_jax.models.qwen2_5_vl.vision import VisionMetadata, vision_metadata
+from gog_jax.processing.image import preprocess
+
+
+@dataclasses.dataclass
+class Example:
+    """One conversation ready to pack. Arrays are [T]; `sampler_logprobs` is RL only."""
+
+    token_ids: np.ndarray
+    loss_mask: np.ndarray
+    images: list[np.ndarray]
+    advantage: float = 0.0
+    sampler_logprobs: np.ndarray | None = None
+    id: str = ""
+
+    def __len__(self) -> int:
+        return len(self.token_ids)
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class Batch:
+    """A fixed-shape training batch: R rows of T tokens, N image slots of P patches."""
+
+    tokens: np.ndarray            # [R, T] int32
+    positions: np.ndarray         # [3, R, T] int32, M-RoPE per segment
+    segment_ids: np.ndarray       # [R, T] int32, 0 = padding
+    targets: np.ndarray           # [R, T] int32, next token
+    loss_mask: np.ndarray         # [R, T] float32, 1 where the target is a trained token
+    advantages: np.ndarray        # [R, T] float32
+    sampler_logprobs: np.ndarray  # [R, T] float32, the sampler's log-prob of the target
+    pixel_values: np.ndarray      # [N, P, patch_dim] float32
+    vision: VisionMetadata        # fields with a leading [N]
+    feature_index: np.ndarray     # [N * P / merge**2] int32
+
+
+@dataclasses.dataclass(frozen=True)
+class PackConfig:
+    """Static batch geometry: every batch has these shapes, so the update compiles once."""
+
+    rows: int
+    seq_len: int
+    image_slots: int
+    image_patches: int
+    max_segments: int = 16
+
+
+def image_inputs(image: np.ndarray, vision: VisionSpec) -> tuple[np.ndarray, np.ndarray]:
+    """One image -> (pixel_values [P, patch_dim], grid [3]) as the engine and the renderer see it."""
+    return preprocess(image, min_pixels=vision.min_pixels, max_pixels=vision.max_pixels,
+                      patch_size=vision.patch_size, merge_size=vision.merge_size)
+
+
+class Packed:
+    """The layout of examples in batches; `batch(i)` builds batch i on demand (images are processed
+    then, so a dataset's worth of patches never sits in host memory)."""
+
+    def __init__(self, examples: Sequence[Example], cfg: ModelConfig, vision: VisionSpec, pack_config: PackConfig):
+        self.cfg, self.vision, self.pack_config = cfg, vision, pack_config
+        self.examples: list[Example] = []
+        self.dropped: list[str] = []  # ids of examples no batch can hold
+        self.reasons: dict[str, int] = {}  # why, with counts
+        for example in examples:
+            problem = _problem(example, cfg, vision, pack_config)
+            if problem is None:
+                self.examples.append(example)
+            else:
+                self.dropped.append(example.id)
+                self.reasons[problem] = self.reasons.get(problem, 0) + 1
+        self.layout = _assign_rows([len(e) for e in self.examples], [len(e.images) for e in self.examples],
+                                   pack_config)
+        self.tokens = sum(len(e) for e in self.examples)
+
+    def __len__(self) -> int:
+        return len(self.layout)
+
+    def batch(self, index: int) -> Batch:
+        return _build([[self.examples[i] for i in row] for row in self.layout[index]], self.cfg, self.vision,
+                      self.pack_config)
+
+    def trained_tokens(self, index: int) -> int:
+        """Loss tokens of batch `index` (a segment's first token is never a target)."""
+        return sum(int(np.sum(self.examples[i].loss_mask[1:])) for row in self.layout[index] for i in row)
+
+    def segments(self, index: int) -> int:
+        return sum(len(row) for row in self.layout[index])
+
+
+def _problem(example: Example, cfg: ModelConfig, vision: VisionSpec, pack: PackConfig) -> str | None:
+    """Why an example cannot be packed (None if it can): checked before any batch is built."""
+    grids = [image_grid(im.shape[0], im.shape[1], vision) for im in example.images]
+    if len(example) > pack.seq_len:
+        return "too_long"
+    if len(grids) > pack.image_slots or any(int(np.prod(g)) > pack.image_patches for g in grids):
+        return "too_many_image_patches"
+    pads = int(np.sum(example.token_ids == cfg.image_token_id))
+    if pads != sum(int(np.prod(g)) // vision.merge_size ** 2 for g in grids):
+        return "image_tokens_mismatch"  # e.g. a sampled <|image_pad|> with no image behind it
+    return None
+
+
+def _assign_rows(lengths: list[int], image_counts: list[int], pack: PackConfig) -> list[list[list[int]]]:
+    """First-fit decreasing into batches of `rows` rows; returns batches -> rows -> example indices."""
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    batches: list[dict] = []
+    for i in order:
+        placed = False
+        for batch in batches:
+            if batch["images"] + image_counts[i] > pack.image_slots:
+                continue
+            for row in batch["rows"]:
+                if row["used"] + lengths[i] <= pack.seq_len and len(row["items"]) < pack.max_segments:
+                    row["used"] += lengths[i]
+                    row["items"].append(i)
+                    batch["images"] += image_counts[i]
+                    placed = True
+                    break
+            if placed:
+                break
+        if not placed:
+            batches.append({"images": image_counts[i],
+                            "rows": [{"used": lengths[i], "items": [i]}] + [{"used": 0, "items": []}
+                                                                            for _ in range(pack.rows - 1)]})
+    return [[row["items"] for row in batch["rows"]] for batch in batches]
+
+
+def _positions(example: Example, grids, cfg: ModelConfig) -> np.ndarray:
+    positions, state = rope.chunk_positions(example.token_ids, grids, rope.RopeState(), cfg.image_token_id,
+                                            cfg.vision.spatial_merge_size)
+    if state.image_grid is not None:
+        raise ValueError(f"Example {example.id!r} ends inside an image.")
+    return positions
+
+
+def _build(rows: list[list[Example]], cfg: ModelConfig, vision: VisionSpec, pack: PackConfig) -> Batch:
+    r, t = pack.rows, pack.seq_len
+    tokens = np.zeros((r, t), np.int32)
+    positions = np.zeros((3, r, t), np.int32)
+    segments = np.zeros((r, t), np.int32)
+    trained = np.zeros((r, t), bool)
+    advantages = np.zeros((r, t), np.float32)
+    logprobs = np.zeros((r, t), np.float32)
+    images = []
+    for row, items in enumerate(rows):
+        start = 0
+        for seg, example in enumerate(items, start=1):
+            processed = [image_inputs(image, vision) for image in example.images]
+            pos = _positions(example, [tuple(int(v) for v in grid) for _, grid in processed], cfg)
+            end = start + len(example)
+            tokens[row, start:end] = example.token_ids
+            positions[:, row, start:end] = pos
+            segments[row, start:end] = seg
+            trained[row, start:end] = example.loss_mask
+            advantages[row, start:end] = example.advantage
+            if example.sampler_logprobs is not None:
+                logprobs[row, start:end] = example.sampler_logprobs
+            images.extend(processed)
+            start = end
+    # position t predicts token t + 1: shift the per-token fields left by one
+    targets = np.zeros_like(tokens)
+    targets[:, :-1] = tokens[:, 1:]
+    same_segment = np.zeros_like(trained)
+    same_segment[:, :-1] = (segments[:, 1:] == segments[:, :-1]) & (segments[:, :-1] > 0)
+    loss_mask = np.zeros((r, t), np.float32)
+    loss_mask[:, :-1] = trained[:, 1:] & same_segment[:, :-1]
+    shifted_adv = np.zeros_like(advantages)
+    shifted_adv[:, :-1] = advantages[:, 1:]
+    shifted_lp = np.zeros_like(logprobs)
+    shifted_lp[:, :-1] = logprobs[:, 1:]
+    pixel_values, vision, feature_index = _image_slots(images, cfg, pack)
+    return Batch(tokens, positions, segments, targets, loss_mask, shifted_adv * loss_mask, shifted_lp * loss_mask,
+                 pixel_values, vision, feature_index)
+
+
+def _image_slots(images, cfg: ModelConfig, pack: PackConfig):
+    """[N, P, dim] patches, stacked per-image metadata, and the feature gather index."""
+    v = cfg.vision
+    unit = v.spatial_merge_size ** 2
+    units = pack.image_patches // unit
+    pixel_values = np.zeros((pack.image_slots, pack.image_patches, v.patch_dim), np.float32)
+    metas, index = [], []
+    for slot in range(pack.image_slots):
+        if slot < len(images):
+            pv, grid = images[slot]
+            pixel_values[slot, :len(pv)] = pv
+            metas.append(vision_metadata(grid[None], v, pack.image_patches))
+            index.extend(slot * units + np.arange(len(pv) // unit))
+        else:
+            metas.append(vision_metadata(np.zeros((0, 3)), v, pack.image_patches))
+    feature_index = np.zeros(pack.image_slots * units, np.int32)
+    feature_index[:len(index)] = index
+    vision = jax.tree.map(lambda *xs: np.stack(xs), *metas)
+    return pixel_values, vision, feature_index

@@ -1,0 +1,109 @@
+"""Builds what every training mode needs from its config: mesh, model, tokenizer, world, runner.
+
+One place turns config data into objects, so `sft`, `grpo` and `calibrate` read the same
+fields the same way (configs/common.py defines them).
+"""
+
+import functools
+import os
+
+import jax
+import numpy as np
+import optax
+from flax import nnx
+
+from gog_jax import sharding as sharding_lib
+from gog_jax.agent import env as env_lib
+from gog_jax.agent import gaze as gaze_lib
+from gog_jax.agent import rewards
+from gog_jax.agent.render import VisionSpec
+from gog_jax.agent.tokenizer import Tokenizer, load_tokenizer
+from gog_jax.models import lora as lora_lib
+from gog_jax.models.qwen2_5_vl import Qwen25VL, presets, weights
+from gog_jax.rollout.packing import PackConfig
+from gog_jax.rollout.runner import RolloutRunner
+from gog_jax.sampling import Engine
+from gog_jax.train import optim
+from gog_jax.world import index as index_lib
+from gog_jax.world.corpus import default_tokenizer
+from gog_jax.world.world import World, WorldConfig, build_world
+
+
+def mesh(config) -> jax.sharding.Mesh:
+    """The ('data', 'fsdp', 'tensor') mesh; one -1 entry takes the remaining devices."""
+    shape = [int(config.mesh[a]) for a in sharding_lib.MESH_AXES]
+    if shape.count(-1) > 1:
+        raise ValueError(f"At most one mesh axis may be -1; got {shape}.")
+    if -1 in shape:
+        rest = int(np.prod([s for s in shape if s != -1]))
+        shape[shape.index(-1)] = jax.device_count() // rest
+    return sharding_lib.make_mesh(shape)
+
+
+def rules(config) -> tuple:
+    return tuple((name, tuple(axes) if isinstance(axes, (list, tuple)) else axes) for name, axes in config.rules)
+
+
+def vision_spec(config) -> VisionSpec:
+    return VisionSpec(min_pixels=config.vision.min_pixels, max_pixels=config.vision.max_pixels)
+
+
+def env_config(config) -> env_lib.EnvConfig:
+    c = config.env
+    return env_lib.EnvConfig(max_turns=c.max_turns, top_k=c.top_k, max_response_tokens=c.max_response_tokens,
+                             fault_rate=c.fault_rate, seed=c.seed, brief_prompt=c.brief_prompt,
+                             gaze=gaze_lib.GazeConfig(relative_coords=c.relative_coords, vision=vision_spec(config)))
+
+
+def model(config, checkpoint: str = "") -> Qwen25VL:
+    """A model from a Hugging Face folder (`checkpoint` or config.model.checkpoint) or a preset, LoRA applied."""
+    path = checkpoint or config.model.checkpoint
+    if path:
+        result = weights.from_pretrained(path, config.model.dtype)
+    else:
+        result = Qwen25VL(presets.model_config(config.model.preset), dtype=config.model.dtype,
+                          rngs=nnx.Rngs(config.seed))
+    if config.lora.rank:
+        lora_lib.apply_lora(result, rank=config.lora.rank, alpha=config.lora.alpha, targets=tuple(config.lora.targets),
+                            rngs=nnx.Rngs(config.seed + 1))
+    return result
+
+
+def tokenizer(config) -> Tokenizer:
+    """config.tokenizer, else the checkpoint's own tokenizer.json, else the embedded default."""
+    folder = config.tokenizer or (config.model.checkpoint
+                                  if os.path.exists(os.path.join(config.model.checkpoint or "-", "tokenizer.json"))
+                                  else "")
+    return load_tokenizer(folder) if folder else default_tokenizer()
+
+
+def world(config) -> tuple[World, object]:
+    """The synthetic world and its local search index (built in memory or cached on disk)."""
+    w = build_world(WorldConfig.from_flat(config.world))
+    return w, index_lib.world_backend(w, cache_dir=config.index_dir or None)
+
+
+def pack_config(config) -> PackConfig:
+    p = config.pack
+    return PackConfig(rows=p.rows, seq_len=p.seq_len, image_slots=p.image_slots, image_patches=p.image_patches,
+                      max_segments=p.max_segments)
+
+
+def optimizer(config, total_steps: int, learning_rate: float) -> optax.GradientTransformation:
+    o = config.optim
+    return optim.make_optimizer(learning_rate=learning_rate, schedule=o.schedule,
+                                warmup_steps=min(o.warmup_steps, total_steps),
+                                total_steps=total_steps, weight_decay=o.weight_decay, clip_norm=o.clip_norm or None)
+
+
+def runner(config, model_: Qwen25VL, backend, tokenizer_: Tokenizer, params=None) -> RolloutRunner:
+    e = config.engine
+    engine = Engine(model_, num_slots=e.num_slots, max_seq_len=e.max_seq_len, decode_steps=e.decode_steps)
+    if params is not None:
+        engine.update_params(params)
+    env = env_config(config)
+    reward_fn = functools.partial(rewards.episode_reward, accuracy=rewards.make_accuracy(config.accuracy),
+                                  lam=config.lam, grammar=env.grammar)
+    return RolloutRunner(engine, backend, tokenizer_, env, vision_spec(config), reward_fn=reward_fn,
+                         num_workers=config.tool_workers, overlap_tools=config.overlap_tools)
+

@@ -1,0 +1,167 @@
+"""SFT mode: reflective Glance-or-Gaze behaviour alignment on multi-turn trajectories.
+
+    python -m gog_jax.main --config=configs/sft.py [--config.sft.data=conversations.jsonl]
+
+Data: any JSONL of conversations in the trajectory format (DESIGN §2), or, by default, the
+synthetic world's oracle mixture written on the fly. Each conversation is rendered once (the
+only tokenisation), packed into fixed-shape batches and trained on assistant tokens only. The
+data order is a pure function of the step (a per-epoch permutation), so a resumed run sees
+exactly the batches it would have seen. The result is exported as a Hugging Face folder
+(LoRA merged, tokenizer included) that `grpo`, `calibrate` and `eval` load like any checkpoint.
+"""
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from typing import Any
+
+import numpy as np
+from absl import logging
+from PIL import Image
+
+from gog_jax.agent import render as render_lib
+from gog_jax.agent import trajectory
+from gog_jax.models import lora as lora_lib
+from gog_jax.models.qwen2_5_vl import weights
+from gog_jax.rollout.packing import Example, Packed
+from gog_jax.train import build, checkpoint, metrics, optim
+from gog_jax.train.step import Learner, LossConfig
+from gog_jax.world.demonstrations import write_demonstrations
+
+
+def read_examples(path: str, tokenizer, vision: render_lib.VisionSpec, gaze_config) -> tuple[list[Example], dict]:
+    """JSONL conversations -> examples; a record that fails to load or render is skipped and counted."""
+    root = os.path.dirname(os.path.abspath(path))
+    examples, skipped = [], {}
+    with open(path, encoding="utf-8") as f:
+        for line_no, line in enumerate(f, 1):
+            try:
+                record = json.loads(line)
+                turns = trajectory.from_record(record, lambda p: _load_image(root, p), gaze_config)
+                chunks = render_lib.render(turns, tokenizer, vision)
+            except Exception as error:  # pylint: disable=broad-except  # one bad record never stops training
+                reason = type(error).__name__
+                skipped[reason] = skipped.get(reason, 0) + 1
+                logging.warning("%s:%d skipped: %s: %s", path, line_no, reason, error)
+                continue
+            examples.append(Example(np.concatenate([c.token_ids for c in chunks]), render_lib.loss_mask(chunks),
+                                    [im for c in chunks for im in c.images], id=str(record.get("id", line_no))))
+    return examples, skipped
+
+
+def _load_image(root: str, path: str) -> np.ndarray:
+    with Image.open(os.path.join(root, path)) as image:
+        return np.asarray(image.convert("RGB"))
+
+
+def data_order(step: int, num_batches: int, per_step: int, seed: int) -> list[int]:
+    """Batch indices of optimizer step `step` (0-based): consecutive slices of per-epoch permutations."""
+    steps_per_epoch = max(num_batches // per_step, 1)
+    epoch, k = divmod(step, steps_per_epoch)
+    order = np.random.default_rng([seed, epoch]).permutation(num_batches)
+    return order[k * per_step:(k + 1) * per_step].tolist()
+
+
+def config_hash(config) -> str:
+    """What determines the SFT result (model, data, optimisation, world); used as the cache key."""
+    keys = ("seed", "model", "tokenizer", "vision", "lora", "world", "env", "pack", "optim", "loss", "sft")
+    blob = json.dumps({k: config[k].to_dict() if hasattr(config[k], "to_dict") else config[k] for k in keys},
+                      sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def train(config, workdir: str) -> dict[str, Any]:
+    """Runs SFT into `workdir` (resuming from its checkpoints); returns the summary with `export_dir`."""
+    c = config.sft
+    tokenizer = build.tokenizer(config)
+    vision = build.vision_spec(config)
+    env_config = build.env_config(config)
+    data, skipped = c.data, {}
+    if not data:
+        world, backend = build.world(config)
+        demos = write_demonstrations(world, backend, os.path.join(workdir, "demonstrations"), split="train",
+                                     glance_only_share=c.glance_only_share, wrong_crop_share=c.wrong_crop_share,
+                                     env_config=env_config, num_questions=c.num_questions, seed=config.seed)
+        data = demos["path"]
+        logging.info("demonstrations: %s", demos)
+    examples, skipped = read_examples(data, tokenizer, vision, env_config.gaze)
+    model = build.model(config)
+    packed = Packed(examples, model.config, vision, build.pack_config(config))
+    per_step = c.micro_batches
+    total = c.steps if c.steps > 0 else c.epochs * max(len(packed) // per_step, 1)
+    logging.info("SFT: %d examples (%d dropped, %s skipped) in %d batches, %d steps", len(packed.examples),
+                 len(packed.dropped), skipped, len(packed), total)
+    learner = Learner(model, build.optimizer(config, total, c.learning_rate), LossConfig(
+        kind="sft", vocab_chunk=config.loss.vocab_chunk, remat=config.loss.remat), build.mesh(config),
+        build.rules(config), lora=bool(config.lora.rank))
+    ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"), every=config.checkpoint.every,
+                                   keep=config.checkpoint.keep, async_save=config.checkpoint.async_save)
+    start = 0
+    if ckpt.latest_step() is not None:
+        start = ckpt.latest_step()
+        state, _ = ckpt.restore(start, learner.abstract_state())
+        learner.load_state(state)
+        logging.info("SFT resumed at step %d", start)
+    writer = metrics.make_writer(os.path.join(workdir, "tensorboard"))
+    progress = metrics.Progress(total, writer, config.log_every_seconds, name="sft")
+    lr_schedule = optim.schedule_fn(learning_rate=c.learning_rate, schedule=config.optim.schedule,
+                                    warmup_steps=min(config.optim.warmup_steps, total), total_steps=total)
+    history = []
+    t0 = time.perf_counter()
+    for step in range(start, total):
+        indices = data_order(step, len(packed), per_step, config.seed)
+        tokens = sum(packed.trained_tokens(i) for i in indices)
+        out = learner.step([packed.batch(i) for i in indices], [1.0 / max(tokens, 1)] * len(indices))
+        out["lr"] = float(lr_schedule(step))
+        history.append(out["nll"])
+        writer.write_scalars(step + 1, metrics.scalars("sft", out))
+        progress(step + 1, force=step + 1 == total)
+        if ckpt.should_save(step + 1) or step + 1 == total:
+            ckpt.save(step + 1, learner.state(), {"step": step + 1})
+    ckpt.close()
+    export_dir = os.path.join(workdir, "export")
+    export(learner, tokenizer, export_dir, lora=bool(config.lora.rank))
+    writer.flush()
+    return {"export_dir": export_dir, "steps": total, "examples": len(packed.examples),
+            "dropped": len(packed.dropped), "skipped": skipped, "final_nll": history[-1] if history else None,
+            "seconds": time.perf_counter() - t0, "packing_efficiency": packed.tokens / max(
+                len(packed) * packed.pack_config.rows * packed.pack_config.seq_len, 1)}
+
+
+def export(learner: Learner, tokenizer, directory: str, lora: bool) -> None:
+    """A Hugging Face folder: weights (LoRA merged), config, generation config, tokenizer."""
+    model = learner.model()
+    if lora:
+        lora_lib.merge_lora(model)
+    weights.save_pretrained(model, directory)
+    tokenizer.save(directory)
+
+
+def cached_or_train(config, workdir: str) -> dict[str, Any]:
+    """The SFT export for this config: reused from the cache by config hash, else trained and cached."""
+    cache_root = os.path.expanduser(config.sft.cache_dir) if config.sft.cache_dir else ""
+    key = config_hash(config)
+    cached = os.path.join(cache_root, key) if cache_root else ""
+    if cached and os.path.exists(os.path.join(cached, "summary.json")):
+        with open(os.path.join(cached, "summary.json"), encoding="utf-8") as f:
+            summary = json.load(f)
+        logging.info("SFT checkpoint reused from the cache: %s", cached)
+        return dict(summary, export_dir=cached, cached=True)
+    summary = train(config, os.path.join(workdir, "sft"))
+    if cached:
+        os.makedirs(cache_root, exist_ok=True)
+        tmp = f"{cached}.tmp{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(summary["export_dir"], tmp)
+        with open(os.path.join(tmp, "summary.json"), "w", encoding="utf-8") as f:
+            json.dump(summary, f, indent=2, sort_keys=True, default=str)
+        os.replace(tmp, cached)
+        summary = dict(summary, export_dir=cached)
+    return dict(summary, cached=False, config_hash=key)
+
+
+def run(config, workdir: str) -> dict[str, Any]:
+    """The `sft` mode of `gog_jax.main`."""
+    return train(config, workdir)

@@ -1,0 +1,205 @@
+"""The jitted update shared by SFT and GRPO: log-probs of packed batches, losses, accumulation.
+
+A `Learner` owns the trainable parameters (all of them, or the LoRA factors), the frozen rest,
+an optional frozen reference (for the KL term) and the optimizer state, each placed on the mesh
+by the logical-axis rules. One optimizer step is: `accumulate` over the step's micro-batches
+(each a fixed-shape `packing.Batch`; gradients summed in a donated buffer, so the program
+compiles once whatever the number of micro-batches), then `apply`. Both are jitted with
+explicit in/out shardings and donation. Each micro-batch's loss is pre-scaled by its share of
+the step's normaliser (tokens or sequences), so accumulation gives exactly the loss of one big
+batch.
+"""
+
+import dataclasses
+import functools
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from gog_jax import sharding as sharding_lib
+from gog_jax.models import lora as lora_lib
+from gog_jax.models.qwen2_5_vl import Qwen25VL
+from gog_jax.rollout.packing import Batch
+from gog_jax.train import losses
+
+
+@dataclasses.dataclass(frozen=True)
+class LossConfig:
+    """kind "sft": token NLL on the loss mask; kind "grpo": the clipped policy loss of `losses`."""
+
+    kind: str = "sft"
+    vocab_chunk: int = 4096
+    remat: bool = False
+    clip_low: float = 0.2
+    clip_high: float = 0.28
+    kl_coef: float = 0.0
+    is_cap: float | None = 2.0
+    aggregation: str = "token_mean"
+    norm_length: int | None = None
+    max_segments: int = 16
+
+
+def lm_head_kernel(model: Qwen25VL) -> jax.Array:
+    """[D, V]: the LM head, or the transposed embedding when tied."""
+    if model.lm_head is None:
+        return model.model.embed_tokens[...].T
+    return model.lm_head.kernel[...]
+
+
+def batch_logprobs(model: Qwen25VL, batch: Batch, cfg: LossConfig) -> tuple[jax.Array, jax.Array]:
+    """log p(target) and entropy [R, T] (float32) of a packed batch, vocabulary in chunks."""
+    features = jax.vmap(model.encode_images)(batch.pixel_values, batch.vision)  # [N, U, D]
+    features = features.reshape(-1, features.shape[-1])[batch.feature_index]
+    hidden, _ = model.forward(batch.tokens, batch.positions, segment_ids=batch.segment_ids,
+                              image_features=features, remat=cfg.remat)
+    return losses.token_logprobs(hidden, lm_head_kernel(model), batch.targets, chunk_size=cfg.vocab_chunk)
+
+
+def _loss(trainable, frozen, reference, batch: Batch, scale, graphdef, cfg: LossConfig):
+    """Scaled loss and metric sums of one micro-batch (sums, so accumulation is exact)."""
+    logprobs, entropy = batch_logprobs(nnx.merge(graphdef, trainable, frozen), batch, cfg)
+    mask = batch.loss_mask
+    tokens = jnp.sum(mask)
+    metrics = {"tokens": tokens, "entropy_sum": jnp.sum(entropy * mask)}
+    if cfg.kind == "sft":
+        nll = -jnp.sum(logprobs * mask)
+        metrics["nll_sum"] = nll
+        return nll * scale, metrics
+    ref = None
+    if cfg.kl_coef:
+        ref = jax.lax.stop_gradient(batch_logprobs(nnx.merge(graphdef, reference, frozen), batch, cfg)[0])
+    loss, stats = losses.policy_loss(
+        logprobs, jax.lax.stop_gradient(logprobs), batch.advantages, mask, segment_ids=batch.segment_ids,
+        clip_low=cfg.clip_low, clip_high=cfg.clip_high, kl_coef=cfg.kl_coef, ref_logprobs=ref,
+        sampler_logprobs=batch.sampler_logprobs, is_cap=cfg.is_cap, aggregation=cfg.aggregation,
+        max_segments=cfg.max_segments, norm_length=cfg.norm_length)
+    metrics.update({f"{k}_sum": v * tokens for k, v in stats.items() if jnp.ndim(v) == 0})
+    metrics["policy_loss_sum"] = loss * scale
+    return loss * scale, metrics
+
+
+class Learner:
+    """Parameters, optimizer state and the jitted `accumulate` / `apply` (see the module docstring)."""
+
+    def __init__(self, model: Qwen25VL, optimizer: optax.GradientTransformation, cfg: LossConfig, mesh: Mesh,
+                 rules=sharding_lib.DEFAULT_RULES, *, lora: bool = False, reference: bool = False):
+        self.cfg, self.mesh, self.optimizer = cfg, mesh, optimizer
+        self.model_config = model.config
+        self.graphdef, trainable, frozen = nnx.split(model, lora_lib.trainable(lora), ...)
+        self.shardings = {"trainable": sharding_lib.state_shardings(trainable, mesh, rules),
+                          "frozen": sharding_lib.state_shardings(frozen, mesh, rules)}
+        self.trainable = sharding_lib.put(trainable, self.shardings["trainable"])
+        self.frozen = sharding_lib.put(frozen, self.shardings["frozen"])
+        # the KL reference: a frozen copy of the initial trainable parameters
+        self.reference = (jax.tree.map(jnp.copy, self.trainable) if reference else None)
+        # moments shard like their parameters; scalars (step counts) are replicated
+        per_leaf = jax.tree.map(lambda s, sub: jax.tree.map(lambda _: s, sub), self.shardings["trainable"], trainable)
+        self.shardings["opt_state"] = optax.tree_map_params(
+            optimizer, lambda _, s: s, jax.eval_shape(optimizer.init, trainable), per_leaf,
+            transform_non_params=lambda _: NamedSharding(mesh, PartitionSpec()))
+        self.opt_state = jax.jit(optimizer.init, out_shardings=self.shardings["opt_state"])(self.trainable)
+        self.rules = rules
+        self._programs: dict[Any, Any] = {}
+
+    # ---- state -----------------------------------------------------------------------------
+    @property
+    def params(self):
+        """The whole model state (trainable + frozen), for the engine and for export; no copy."""
+        return nnx.merge_state(self.trainable, self.frozen)
+
+    def model(self) -> Qwen25VL:
+        return nnx.merge(self.graphdef, self.trainable, self.frozen)
+
+    def state(self) -> dict:
+        """What a checkpoint holds (the reference is rebuilt from the initial checkpoint)."""
+        return {"trainable": self.trainable, "opt_state": self.opt_state}
+
+    def load_state(self, state: dict) -> None:
+        self.trainable = sharding_lib.put(state["trainable"], self.shardings["trainable"])
+        self.opt_state = sharding_lib.put(state["opt_state"], self.shardings["opt_state"])
+
+    def abstract_state(self) -> dict:
+        """Shape/dtype/sharding targets for restoring a checkpoint onto this mesh."""
+        return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), self.state())
+
+    # ---- programs --------------------------------------------------------------------------
+    def batch_shardings(self, batch: Batch):
+        """Rows (and image slots) over the batch axes; positions shard their row axis."""
+        def axis_of(path):
+            name = path[0].name
+            return 1 if name == "positions" else 0
+        out = sharding_lib.leading_axis_shardings(batch, self.mesh, self.rules, axis_of)
+        return dataclasses.replace(out, feature_index=NamedSharding(self.mesh, PartitionSpec()))
+
+    def _compiled(self, batch: Batch):
+        key = jax.tree.structure(batch), tuple(x.shape for x in jax.tree.leaves(batch))
+        if key in self._programs:
+            return self._programs[key]
+        sh = self.shardings
+        batch_sh = self.batch_shardings(batch)
+        replicated = NamedSharding(self.mesh, PartitionSpec())
+        grad_fn = jax.grad(functools.partial(_loss, graphdef=self.graphdef, cfg=self.cfg), has_aux=True)
+
+        def accumulate(grads, metrics, trainable, frozen, reference, batch, scale):
+            g, m = grad_fn(trainable, frozen, reference, batch, scale)
+            return jax.tree.map(jnp.add, grads, g), jax.tree.map(jnp.add, metrics, m)
+
+        metric_shapes = jax.eval_shape(lambda *a: grad_fn(*a)[1], self.trainable, self.frozen, self.reference,
+                                       batch, jnp.float32(1))
+        metric_sh = jax.tree.map(lambda _: replicated, metric_shapes)
+        ref_sh = None if self.reference is None else sh["trainable"]
+        programs = {
+            "zeros": jax.jit(lambda t: (jax.tree.map(jnp.zeros_like, t),
+                                        jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), metric_shapes)),
+                             out_shardings=(sh["trainable"], metric_sh)),
+            "accumulate": jax.jit(accumulate, donate_argnums=(0, 1),
+                                  in_shardings=(sh["trainable"], metric_sh, sh["trainable"], sh["frozen"], ref_sh,
+                                                batch_sh, replicated),
+                                  out_shardings=(sh["trainable"], metric_sh)),
+            "apply": jax.jit(self._apply, donate_argnums=(0, 1),
+                             in_shardings=(sh["trainable"], sh["opt_state"], sh["trainable"]),
+                             out_shardings=(sh["trainable"], sh["opt_state"], replicated)),
+        }
+        self._programs[key] = programs
+        return programs
+
+    def _apply(self, trainable, opt_state, grads):
+        updates, opt_state = self.optimizer.update(grads, opt_state, trainable)
+        return optax.apply_updates(trainable, updates), opt_state, optax.global_norm(grads)
+
+    def gradients(self, batches: list[Batch], scales: list[float]):
+        """Summed gradients and metric sums over micro-batches (device arrays)."""
+        if not batches:
+            raise ValueError("An optimizer step needs at least one micro-batch.")
+        programs = self._compiled(batches[0])
+        grads, metrics = programs["zeros"](self.trainable)
+        for batch, scale in zip(batches, scales):
+            grads, metrics = programs["accumulate"](grads, metrics, self.trainable, self.frozen, self.reference,
+                                                    sharding_lib.put(batch, self.batch_shardings(batch)),
+                                                    np.float32(scale))
+        return grads, metrics
+
+    def step(self, batches: list[Batch], scales: list[float]) -> dict[str, float]:
+        """One optimizer step over micro-batches; returns host metrics (means over trained tokens)."""
+        grads, metrics = self.gradients(batches, scales)
+        self.trainable, self.opt_state, grad_norm = self._compiled(batches[0])["apply"](
+            self.trainable, self.opt_state, grads)
+        metrics = jax.device_get(metrics)
+        tokens = max(float(metrics.pop("tokens")), 1.0)
+        out = {k[:-4]: float(v) / tokens for k, v in metrics.items() if k.endswith("_sum")
+               and k != "policy_loss_sum"}
+        if "policy_loss_sum" in metrics:
+            out["policy_loss"] = float(metrics["policy_loss_sum"])
+        out.update(tokens=tokens, grad_norm=float(grad_norm))
+        return out
+
+    def logprobs(self, batch: Batch) -> np.ndarray:
+        """Trainer log-probs [R, T] of a batch under the current parameters (evaluation, tests)."""
+        fn = self._programs.setdefault("logprobs", jax.jit(
+            lambda trainable, frozen, b: batch_logprobs(nnx.merge(self.graphdef, trainable, frozen), b, self.cfg)[0]))
+        return np.asarray(fn(self.trainable, self.frozen, batch))

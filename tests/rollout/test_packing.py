@@ -1,0 +1,96 @@
+"""Packing: loss masks cover assistant tokens only, and packed log-probs equal per-example forwards."""
+
+import dataclasses
+
+import jax
+import numpy as np
+import pytest
+from flax import nnx
+
+from gog_jax.agent import protocol
+from gog_jax.models.qwen2_5_vl import Qwen25VL, presets
+from gog_jax.rollout.packing import PackConfig, Packed, image_inputs
+from gog_jax.train.step import LossConfig, batch_logprobs
+from gog_jax.world.corpus import default_tokenizer
+from tests.conversations import VISION, example
+
+
+@pytest.fixture(scope="module")
+def setup():
+    tokenizer = default_tokenizer()
+    model = Qwen25VL(presets.model_config(presets.get("tiny")), rngs=nnx.Rngs(0))
+    examples = [example(tokenizer, s, turns, crop) for s, (turns, crop) in
+                enumerate([(1, True), (2, False), (0, False), (2, True), (1, False)])]
+    return tokenizer, model, examples
+
+
+def test_layout_and_masks(setup):
+    tokenizer, model, examples = setup
+    pack = PackConfig(rows=2, seq_len=256, image_slots=4, image_patches=48)
+    packed = Packed(examples, model.config, VISION, pack)
+    assert not packed.dropped and sum(packed.segments(i) for i in range(len(packed))) == len(examples)
+    image_pad = model.config.image_token_id
+    trained = 0
+    for i in range(len(packed)):
+        b = packed.batch(i)
+        assert b.tokens.shape == (2, 256) and b.pixel_values.shape[:2] == (4, 48)
+        targets_trained = b.targets[b.loss_mask > 0]
+        # no image pads and no observation/prompt structure tokens are ever targets of the loss
+        assert not np.isin(targets_trained, [image_pad, tokenizer.id_of(protocol.IM_START),
+                                             tokenizer.id_of(protocol.VISION_START)]).any()
+        # a target is always in the same segment as its position
+        rows, cols = np.nonzero(b.loss_mask)
+        assert (b.segment_ids[rows, cols + 1] == b.segment_ids[rows, cols]).all()
+        trained += int(b.loss_mask.sum())
+        assert int(b.loss_mask.sum()) == packed.trained_tokens(i)
+    assert trained == sum(int(e.loss_mask[1:].sum()) for e in examples)
+
+
+def test_mask_is_exactly_the_assistant_text(setup):
+    tokenizer, model, examples = setup
+    packed = Packed(examples[:1], model.config, VISION, PackConfig(rows=1, seq_len=256, image_slots=2,
+                                                                   image_patches=48))
+    b = packed.batch(0)
+    text = tokenizer.decode(b.targets[0][b.loss_mask[0] > 0])
+    assert text == "<think>step 0</think><glance/><think>done</think><answer>yes</answer>"
+
+
+def test_too_long_or_too_many_images_are_dropped(setup):
+    _, model, examples = setup
+    limit = len(examples[2])  # the shortest (no tool turn)
+    packed = Packed(examples, model.config, VISION, PackConfig(rows=2, seq_len=limit, image_slots=4,
+                                                               image_patches=48))
+    assert set(packed.dropped) == {e.id for e in examples} - {"ex2"}
+    packed = Packed(examples, model.config, VISION, PackConfig(rows=2, seq_len=256, image_slots=1, image_patches=48))
+    assert set(packed.dropped) == {"ex0", "ex3"}  # the two with a crop need 2 image slots
+
+
+def test_packed_logprobs_equal_unpacked_forward(setup):
+    _, model, examples = setup
+    packed = Packed(examples, model.config, VISION, PackConfig(rows=2, seq_len=256, image_slots=4, image_patches=48))
+    cfg = LossConfig(vocab_chunk=300)
+    for i in range(len(packed)):
+        b = packed.batch(i)
+        lp = np.asarray(jax.jit(batch_logprobs, static_argnums=2)(model, b, cfg))
+        for r, row in enumerate(packed.layout[i]):
+            start = 0
+            for index in row:
+                ex = packed.examples[index]
+                ids = ex.token_ids[None]
+                processed = [image_inputs(im, VISION) for im in ex.images]
+                logits = np.asarray(model(ids, pixel_values=np.concatenate([p for p, _ in processed]),
+                                          image_grid_thw=np.stack([g for _, g in processed])))[0]
+                ref = jax.nn.log_softmax(logits[:-1])[np.arange(len(ids[0]) - 1), ids[0, 1:]]
+                np.testing.assert_allclose(lp[0][r, start:start + len(ex) - 1], ref, atol=1e-4)
+                start += len(ex)
+
+
+def test_stray_image_pad_is_dropped_not_crashed(setup):
+    """A sampled <|image_pad|> with no image behind it (an RL rollout can emit one) is dropped."""
+    _, model, examples = setup
+    bad = dataclasses.replace(examples[2], token_ids=np.append(examples[2].token_ids, model.config.image_token_id),
+                              loss_mask=np.append(examples[2].loss_mask, True), id="stray")
+    packed = Packed([bad, examples[1]], model.config, VISION, PackConfig(rows=1, seq_len=256, image_slots=4,
+                                                                         image_patches=48))
+    assert packed.dropped == ["stray"] and packed.reasons == {"image_tokens_mismatch": 1}
+    assert packed.batch(0).tokens.shape == (1, 256)

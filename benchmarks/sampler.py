@@ -10,6 +10,7 @@ is the practical limit for these shapes. A benchmark, not a test: figures go in 
 
 import argparse
 import functools
+import statistics
 
 import jax
 import jax.numpy as jnp
@@ -119,9 +120,12 @@ def main():
     same_as_minimal = np.array_equal(ours, np.asarray(run_minimal()))
     same_as_hf = np.array_equal(ours, run_hf()[:, args.prompt:].numpy())
     tokens = args.batch * args.new
-    t_ours = common.median_seconds(run_ours, args.repeats)
-    t_min = common.median_seconds(run_minimal, args.repeats)
-    t_hf = common.median_seconds(run_hf, args.repeats, warmup=0)
+    # peers timed in turn, repeat by repeat, so a shared machine's load falls on all of them alike
+    times = {run: [] for run in (run_ours, run_minimal, run_hf)}
+    for _ in range(args.repeats):
+        for run, runs in times.items():
+            runs.append(common.median_seconds(run, 1, warmup=0))
+    t_ours, t_min, t_hf = (statistics.median(runs) for runs in times.values())
     print(f"preset={args.preset} batch={args.batch} prompt={args.prompt} new={args.new} greedy "
           f"(outputs equal: minimal={same_as_minimal}, transformers={same_as_hf})")
     print(f"transformers generate: {tokens / t_hf:9.1f} tok/s")
@@ -142,8 +146,11 @@ def main():
     run = lambda reprefill: multi_turn(turn_engine, list(prompts), observations, (pixels, grid),  # noqa: E731
                                        turn_params, reprefill)
     appended_tokens, reprefilled_tokens = run(False), run(True)
-    t_append = common.median_seconds(lambda: run(False), args.repeats)
-    t_reprefill = common.median_seconds(lambda: run(True), args.repeats)
+    turns = {False: [], True: []}
+    for _ in range(args.repeats):
+        for reprefill, runs in turns.items():
+            runs.append(common.median_seconds(lambda: run(reprefill), 1, warmup=0))  # noqa: B023
+    t_append, t_reprefill = statistics.median(turns[False]), statistics.median(turns[True])
     print(f"multi-turn (3 observations, one with an image): append {t_append:.2f}s "
           f"({appended_tokens} tokens prefilled), re-prefill {t_reprefill:.2f}s ({reprefilled_tokens} tokens "
           f"prefilled): append is {t_reprefill / t_append:.2f}x faster")

@@ -47,7 +47,7 @@ def base(mode: str) -> ml_collections.ConfigDict:
     c.overlap_tools = False  # True: tools run while other slots decode (faster, timing-dependent floats)
 
     c.engine = ml_collections.ConfigDict(dict(num_slots=64, max_seq_len=768, decode_steps=16))
-    c.pack = ml_collections.ConfigDict(dict(rows=8, seq_len=512, image_slots=24, image_patches=144,
+    c.pack = ml_collections.ConfigDict(dict(rows=6, seq_len=768, image_slots=18, image_patches=144,
                                             max_segments=8))
     c.optim = ml_collections.ConfigDict(dict(schedule="cosine", warmup_steps=10, weight_decay=0.0, clip_norm=1.0))
     c.loss = ml_collections.ConfigDict(dict(vocab_chunk=512, remat=False))

@@ -6,7 +6,6 @@ questions with a paired bootstrap. `model_runner` builds the runner of the eval 
 `policy=model` from its config (a Hugging Face folder in `model.checkpoint`, or the preset).
 """
 
-import functools
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -59,18 +58,7 @@ def model_runner(config, backend, accuracy: rewards.Accuracy) -> RolloutRunner:
     model = build.model(config)
     state = nnx.state(model)
     params = sharding_lib.put(state, sharding_lib.state_shardings(state, build.mesh(config), build.rules(config)))
-    runner = build.runner(_named_judge(config), model, backend, build.tokenizer(config), params=params)
-    # the eval's judge may be an LLM judge with its endpoint (build.runner names judges without arguments)
-    runner.reward_fn = functools.partial(rewards.episode_reward, accuracy=accuracy, lam=config.lam,
-                                         grammar=runner.env_config.grammar)
-    return runner
-
-
-def _named_judge(config):
-    """The config with an `accuracy` that `build.runner` can construct by name (its reward is replaced)."""
-    config = config.copy_and_resolve_references()
-    config.accuracy = "exact_match"
-    return config
+    return build.runner(config, model, backend, build.tokenizer(config), params=params, accuracy=accuracy)
 
 
 def paired_bootstrap(before: Sequence[float], after: Sequence[float], *, samples: int = 10000, seed: int = 0,

@@ -2,7 +2,9 @@
 
 Every parameter carries `logical_axes` metadata (e.g. ('embed', 'mlp')); the sharding rules
 table in the config maps those names to mesh axes, so no module knows about the mesh.
-There is one attention function, `attention`, used by every attention layer.
+`attention` (jax.nn.dot_product_attention) serves every layer without a KV cache; the
+decoder's cached path (prefill, append, decode) uses `decoder.cached_attention`, the same math
+over the cache's stored layouts, so the cache is never transposed per step.
 """
 
 import jax

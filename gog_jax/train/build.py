@@ -96,14 +96,16 @@ def optimizer(config, total_steps: int, learning_rate: float) -> optax.GradientT
                                 total_steps=total_steps, weight_decay=o.weight_decay, clip_norm=o.clip_norm or None)
 
 
-def runner(config, model_: Qwen25VL, backend, tokenizer_: Tokenizer, params=None) -> RolloutRunner:
+def runner(config, model_: Qwen25VL, backend, tokenizer_: Tokenizer, params=None,
+           accuracy: rewards.Accuracy | None = None) -> RolloutRunner:
+    """Engine + runner; the judge is `accuracy` (e.g. an LLM judge with its endpoint) or named by config.accuracy."""
     e = config.engine
     engine = Engine(model_, num_slots=e.num_slots, max_seq_len=e.max_seq_len, decode_steps=e.decode_steps)
     if params is not None:
         engine.update_params(params)
     env = env_config(config)
-    reward_fn = functools.partial(rewards.episode_reward, accuracy=rewards.make_accuracy(config.accuracy),
-                                  lam=config.lam, grammar=env.grammar)
+    judge = accuracy or rewards.make_accuracy(config.accuracy)
+    reward_fn = functools.partial(rewards.episode_reward, accuracy=judge, lam=config.lam, grammar=env.grammar)
     return RolloutRunner(engine, backend, tokenizer_, env, vision_spec(config), reward_fn=reward_fn,
                          num_workers=config.tool_workers, overlap_tools=config.overlap_tools)
 

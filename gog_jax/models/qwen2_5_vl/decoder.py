@@ -89,7 +89,8 @@ def cached_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array) 
         scores = jnp.sum(q[:, 0, :, :, :, None] * k[:, :, None], axis=3, dtype=jnp.float32)[:, :, :, None]
     else:  # queries of a kv head as one [G * T, H] matrix, so both products are plain batched matmuls
         q = q.transpose(0, 2, 3, 1, 4).reshape(b, kv, -1, h)
-        scores = jnp.einsum("bkmh,bkhs->bkms", q, k, preferred_element_type=jnp.float32).reshape(b, kv, -1, t, k.shape[-1])
+        scores = jnp.einsum("bkmh,bkhs->bkms", q, k, preferred_element_type=jnp.float32)
+        scores = scores.reshape(b, kv, -1, t, k.shape[-1])
     scores = jnp.where(mask[:, None, None], scores, jnp.finfo(jnp.float32).min)
     probs = jax.nn.softmax(scores, axis=-1).astype(q.dtype)
     if t == 1:

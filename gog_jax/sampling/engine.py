@@ -13,6 +13,7 @@ from collections.abc import Sequence
 import jax
 import numpy as np
 from flax import nnx
+from jax.sharding import NamedSharding, PartitionSpec
 
 from gog_jax.models.qwen2_5_vl import Qwen25VL, rope, vision_metadata
 from gog_jax.models.qwen2_5_vl.model import check_images
@@ -84,8 +85,16 @@ class Engine:
 
     # ---- parameters -------------------------------------------------------------------------
     def update_params(self, params) -> None:
-        """Uses new parameters (same structure and shardings) in place: no copy, no recompilation."""
+        """Uses new parameters (same structure and shardings) in place: no copy, no recompilation.
+
+        Parameters sharded over a mesh bring the decode state onto the same devices (replicated),
+        so every program runs SPMD over the mesh the trainer uses.
+        """
         self.params = params
+        sharding = jax.tree.leaves(params)[0].sharding
+        state_devices = jax.tree.leaves(self.state)[0].sharding.device_set
+        if isinstance(sharding, NamedSharding) and sharding.device_set != state_devices:
+            self.state = jax.device_put(self.state, NamedSharding(sharding.mesh, PartitionSpec()))
 
     # ---- sessions ---------------------------------------------------------------------------
     @property

@@ -10,7 +10,7 @@ with their sharding when a mesh is given, so a 32B checkpoint never sits whole i
 import json
 import os
 import re
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 
 import jax
 import jax.numpy as jnp

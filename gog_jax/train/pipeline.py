@@ -22,7 +22,7 @@ from PIL import Image
 
 from gog_jax.agent import trajectory as trajectory_lib
 from gog_jax.eval import report
-from gog_jax.eval.model_eval import evaluate_model, paired_bootstrap
+from gog_jax.eval.model_eval import episode_results, evaluate_model, paired_bootstrap
 from gog_jax.train import build, calibrate, grpo, sft
 from gog_jax.train.curriculum import PassRates
 from gog_jax.train.step import Learner
@@ -42,9 +42,13 @@ def _cached_json(path: str, compute):
 
 
 def _evaluation(runner, questions, config, out_dir: str) -> dict[str, Any]:
-    """Greedy evaluation; writes trajectories.jsonl and pictures; returns summary + per-question accuracy."""
+    """Greedy evaluation; writes trajectories.jsonl, pictures and report.html; returns summary +
+    per-question accuracy."""
     summary, trajectories = evaluate_model(runner, questions, grpo.sampling_params(config, 0.0))
     os.makedirs(os.path.join(out_dir, "pictures"), exist_ok=True)
+    shown = trajectories[:config.eval.pictures]
+    report.write_html(os.path.join(out_dir, "report.html"), episode_results(shown, questions),
+                      [t.reward for t in shown], summary)
     with open(os.path.join(out_dir, "trajectories.jsonl"), "w", encoding="utf-8") as f:
         for i, t in enumerate(trajectories):
             boxes = [r["box"] for r in t.trace if r.get("box") is not None]

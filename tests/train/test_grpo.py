@@ -40,6 +40,7 @@ def test_smoke_leaves_logs_checkpoints_and_summary(smoke_run):
         records = [json.loads(line) for line in f]
     assert len(records) == summary["eval_questions"] == 4
     assert all(r["messages"][0]["role"] == "system" for r in records)
+    assert os.path.getsize(os.path.join(workdir, "eval", "grpo", "report.html")) > 1000
 
 
 def _spread_reward(prediction, golds, texts, question=""):

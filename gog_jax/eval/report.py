@@ -79,7 +79,19 @@ def summarize(results: Sequence[EpisodeResult], scores: Sequence[dict[str, float
         "faults": sum(bool(rec.get("fault")) for r in results for rec in r.trace),
         "errors": sum(bool(rec.get("error")) for r in results for rec in r.trace),
         "truncated": sum(r.truncated is not None for r in results),
+        "crops": crop_stats(results),
     }
+
+
+def crop_stats(results: Sequence[EpisodeResult]) -> dict[str, float]:
+    """Gaze crops in original pixels: count, mean width/height and mean share of the image area."""
+    sizes = [((b[2] - b[0]), (b[3] - b[1]), r.question.image.shape[0] * r.question.image.shape[1])
+             for r in results for b in (rec.get("box") for rec in r.trace) if b is not None]
+    if not sizes:
+        return {"n": 0, "width_mean": 0.0, "height_mean": 0.0, "area_share_mean": 0.0}
+    w, h, area = (np.asarray(v, np.float64) for v in zip(*sizes))
+    return {"n": len(sizes), "width_mean": float(w.mean()), "height_mean": float(h.mean()),
+            "area_share_mean": float(np.mean(w * h / area))}
 
 
 # ---------------------------------------------------------------------------- pictures

@@ -51,8 +51,12 @@ def test_eval_mode_writes_summary_and_trajectories(policy, tmp_path):
     assert on_disk["n"] == 24 and on_disk["policy"] == policy
     if policy == "oracle":
         assert on_disk["accuracy"] == 1.0 and on_disk["actions"]["gaze"] >= on_disk["per_level"]["gaze"]["n"]
+        crops = on_disk["crops"]  # the world's emblems sit in 56-px cells of 168-px scenes
+        assert crops["n"] == on_disk["actions"]["gaze"] and 28 <= crops["width_mean"] <= 84
+        assert 0.02 < crops["area_share_mean"] < 0.3
     else:
         assert on_disk["actions"]["gaze"] == 0 and on_disk["per_level"]["gaze"]["accuracy"] <= 0.2
+        assert on_disk["crops"]["n"] == 0
         assert on_disk["per_level"]["glance"]["accuracy"] == 1.0
     assert len(list((tmp_path / "eval" / "pictures").iterdir())) == 16
     lines = (tmp_path / "eval" / "trajectories.jsonl").read_text(encoding="utf-8").splitlines()

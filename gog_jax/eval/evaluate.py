@@ -28,7 +28,6 @@ from absl import logging
 from PIL import Image
 
 from gog_jax.agent import env as env_lib
-from gog_jax.agent import gaze as gaze_lib
 from gog_jax.agent import rewards, trajectory
 from gog_jax.eval import benchmarks as benchmarks_lib
 from gog_jax.eval import model_eval, report
@@ -52,13 +51,6 @@ POLICIES: dict[str, Callable[..., Policy]] = {
     "glance_only": lambda config, world, env_config: oracle_lib.GlanceOnlyOracle(
         [e.name for e in world.entities], grammar=env_config.grammar),
 }
-
-
-def env_config_from(config) -> env_lib.EnvConfig:
-    c = config.env
-    return env_lib.EnvConfig(max_turns=c.max_turns, top_k=c.top_k, max_response_tokens=c.max_response_tokens,
-                             fault_rate=c.fault_rate, seed=c.seed, brief_prompt=c.brief_prompt,
-                             gaze=gaze_lib.GazeConfig(relative_coords=c.relative_coords))
 
 
 def score(result: EpisodeResult, accuracy: rewards.Accuracy, lam: float) -> dict[str, float]:

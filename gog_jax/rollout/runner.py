@@ -25,7 +25,7 @@ from gog_jax.agent import env as env_lib
 from gog_jax.agent import protocol, rewards
 from gog_jax.agent import render as render_lib
 from gog_jax.agent.tokenizer import Tokenizer, stop_token_sequences
-from gog_jax.processing.image import preprocess_batch
+from gog_jax.rollout.packing import image_inputs
 from gog_jax.sampling import Engine, EngineError, SamplingParams
 
 
@@ -115,9 +115,8 @@ class RolloutRunner:
     def pixels(self, images: Sequence[np.ndarray]) -> tuple[np.ndarray | None, np.ndarray | None]:
         if not images:
             return None, None
-        v = self.vision
-        return preprocess_batch(images, min_pixels=v.min_pixels, max_pixels=v.max_pixels, patch_size=v.patch_size,
-                                merge_size=v.merge_size)
+        processed = [image_inputs(image, self.vision) for image in images]
+        return np.concatenate([pv for pv, _ in processed]), np.stack([grid for _, grid in processed])
 
     def run(self, questions: Sequence[env_lib.Question], params: SamplingParams, *, group_size: int = 1,
             seed: int = 0, on_done: Callable[[Trajectory], None] | None = None) -> list[Trajectory]:

@@ -78,7 +78,7 @@ def train(config, workdir: str) -> dict[str, Any]:
     tokenizer = build.tokenizer(config)
     vision = build.vision_spec(config)
     env_config = build.env_config(config)
-    data, skipped = c.data, {}
+    data = c.data
     if not data:
         world, backend = build.world(config)
         demos = write_demonstrations(world, backend, os.path.join(workdir, "demonstrations"), split="train",

@@ -197,9 +197,3 @@ class Learner:
             out["policy_loss"] = float(metrics["policy_loss_sum"])
         out.update(tokens=tokens, grad_norm=float(grad_norm))
         return out
-
-    def logprobs(self, batch: Batch) -> np.ndarray:
-        """Trainer log-probs [R, T] of a batch under the current parameters (evaluation, tests)."""
-        fn = self._programs.setdefault("logprobs", jax.jit(
-            lambda trainable, frozen, b: batch_logprobs(nnx.merge(self.graphdef, trainable, frozen), b, self.cfg)[0]))
-        return np.asarray(fn(self.trainable, self.frozen, batch))

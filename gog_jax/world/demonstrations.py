@@ -16,7 +16,7 @@ from PIL import Image
 from gog_jax.agent import env as env_lib
 from gog_jax.agent import rewards, trajectory
 from gog_jax.eval.episodes import run_episode
-from gog_jax.eval.evaluate import env_config_from
+from gog_jax.train import build
 from gog_jax.world import oracle as oracle_lib
 from gog_jax.world.index import world_backend
 from gog_jax.world.world import World, WorldConfig, build_world
@@ -76,5 +76,5 @@ def run(config, workdir: str) -> dict[str, Any]:
     return write_demonstrations(world, backend, os.path.join(workdir, "demonstrations"), split=config.split,
                                 glance_only_share=config.glance_only_share,
                                 wrong_crop_share=config.oracle.wrong_crop_share,
-                                env_config=env_config_from(config), num_questions=config.num_questions,
+                                env_config=build.env_config(config), num_questions=config.num_questions,
                                 seed=config.oracle.seed)

@@ -76,8 +76,8 @@ class Engine:
         self.chunk_buckets = tuple(sorted(chunk_buckets))
         self.stop_shape = (max_stop_ids, max_stop_sequences, max_stop_len)
         cache_len = max_seq_len + self.chunk_buckets[-1]  # room for a padded chunk at the very end
-        # decode attends to a window of the cache sized to the longest active sequence: powers of
-        # two and their midpoints (128, 192, 256, 384, ...) waste at most a third of the window
+        # decode and append attend to a window of the cache sized to the longest sequence they
+        # serve: powers of two and their midpoints (128, 192, 256, 384, ...) waste at most a third
         self.window_buckets = tuple(sorted({min(cache_len, base << i) for base in (128, 192)
                                             for i in range(cache_len.bit_length())}))
         self.state = programs.DecodeState.create(model, num_slots, cache_len, *self.stop_shape)
@@ -267,9 +267,11 @@ class Engine:
             tokens[:len(piece)] = piece
             pos = np.zeros((3, size), np.int32)
             pos[:, :len(piece)] = positions[:, start:start + len(piece)]
+            end = len(session.tokens) + start + size
             self.state = programs.append(self._graph, self.params, self.state, session.slot,
                                          len(session.tokens) + start, tokens, pos,
-                                         len(piece), new_rope.next_pos, features, feature_offset)
+                                         len(piece), new_rope.next_pos, features, feature_offset,
+                                         bucket_for(min(end, self.window_buckets[-1]), self.window_buckets))
             feature_offset += int(np.sum(piece == cfg.image_token_id))
         session.rope_state = new_rope
         session.tokens += ids.tolist()

@@ -83,13 +83,14 @@ def encode(graphdef, params, pixel_values: jax.Array, meta: VisionMetadata) -> j
     return _model(graphdef, params).encode_images(pixel_values, meta)
 
 
-@functools.partial(jax.jit, static_argnums=0, donate_argnums=2)
+@functools.partial(jax.jit, static_argnums=(0, 11), donate_argnums=2)
 def append(graphdef, params, state: DecodeState, slot, start, tokens, positions, num_valid, next_pos,
-           features=None, feature_offset=0) -> DecodeState:
+           features=None, feature_offset=0, window: int | None = None) -> DecodeState:
     """Prefills tokens [T] (valid prefix num_valid) into `slot` at cache position `start`.
 
     features [F, D] are the chunk's image features; those from `feature_offset` on fill the
-    chunk's image-pad tokens in order.
+    chunk's image-pad tokens in order. The chunk attends to the first `window` cache positions
+    (static; the caller's bucket holding start + T), not the whole cache.
     """
     model = _model(graphdef, params)
     if features is not None:
@@ -97,7 +98,7 @@ def append(graphdef, params, state: DecodeState, slot, start, tokens, positions,
                             fill_value=0)
     hidden, cache = model.forward(tokens[None], positions[:, None], image_features=features, cache=state.cache,
                                   cache_index=jnp.asarray(start, jnp.int32)[None],
-                                  cache_rows=jnp.asarray(slot, jnp.int32)[None])
+                                  cache_rows=jnp.asarray(slot, jnp.int32)[None], attend_len=window)
     last = model.logits(jax.lax.dynamic_index_in_dim(hidden[0], num_valid - 1, keepdims=False))
     return dataclasses.replace(
         state, cache=cache, lengths=state.lengths.at[slot].set(start + num_valid),

@@ -65,10 +65,12 @@ def data_order(step: int, num_batches: int, per_step: int, seed: int) -> list[in
 
 
 def config_hash(config) -> str:
-    """What determines the SFT result (model, data, optimisation, world); used as the cache key."""
+    """What determines the SFT result (model, data, optimisation, world, the tokenizer's
+    vocabulary itself, not only its path); used as the cache key."""
     keys = ("seed", "model", "tokenizer", "vision", "lora", "world", "env", "pack", "optim", "loss", "sft")
     blob = json.dumps({k: config[k].to_dict() if hasattr(config[k], "to_dict") else config[k] for k in keys},
                       sort_keys=True, default=str)
+    blob += build.tokenizer(config).backend.to_str()
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 

@@ -118,3 +118,24 @@ def test_compilations_bounded_by_buckets(tmp_path):
     assert programs.configure._cache_size() == 1 and programs.fork._cache_size() == 1  # pylint: disable=protected-access
     (learner_programs,) = learner._programs.values()  # pylint: disable=protected-access
     assert all(fn._cache_size() == 1 for fn in learner_programs.values())  # pylint: disable=protected-access
+
+
+def test_sft_cache_key_follows_config_and_vocabulary(tmp_path):
+    """The SFT export is reused by config hash: equal configs share it; a different world or a
+    different tokenizer vocabulary (same path) does not."""
+    from gog_jax.agent.tokenizer import train_tokenizer  # pylint: disable=import-outside-toplevel
+    from gog_jax.train import sft  # pylint: disable=import-outside-toplevel
+    base = grpo_config.get_config("smoke")
+    assert sft.config_hash(base) == sft.config_hash(grpo_config.get_config("smoke"))
+    other_world = grpo_config.get_config("smoke")
+    other_world.world.seed = 1
+    assert sft.config_hash(other_world) != sft.config_hash(base)
+    vocab_a, vocab_b = tmp_path / "a", tmp_path / "b"
+    train_tokenizer(["<glance/> an emblem"] * 4, 300).save(str(vocab_a))
+    train_tokenizer(["<gaze> a crest, a badge"] * 4, 300).save(str(vocab_b))
+    config = grpo_config.get_config("smoke")
+    config.tokenizer = str(vocab_a)
+    before = sft.config_hash(config)
+    assert before != sft.config_hash(base)
+    os.replace(vocab_b / "tokenizer.json", vocab_a / "tokenizer.json")  # same path, another vocabulary
+    assert sft.config_hash(config) != before

@@ -67,10 +67,9 @@ class LayerCache:
     def read(self) -> tuple[jax.Array, jax.Array]:
         """This batch's keys [B, kv_heads, head_dim, n] and values [B, kv_heads, n, head_dim], n = attend_len."""
         n = self.attend_len
-        k, v = self.k[..., :n], self.v[:, :, :n]
         if self.rows is None:  # a slice, not a gather
-            return k, v
-        return k[self.rows], v[self.rows]
+            return self.k[..., :n], self.v[:, :, :n]
+        return self.k[self.rows][..., :n], self.v[self.rows][:, :, :n]  # this batch's rows, then the window
 
 
 def cached_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array) -> jax.Array:

@@ -11,6 +11,7 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
+from gog_jax import hosts
 from gog_jax.agent import env as env_lib
 from gog_jax.rollout.runner import RolloutRunner, seed_of
 from gog_jax.sampling import SamplingParams
@@ -45,12 +46,13 @@ def run(config, workdir: str) -> dict[str, Any]:
     params = SamplingParams(temperature=c.temperature, max_new_tokens=config.grpo.max_new_tokens)
     pass_rates = estimate(runner, questions, c.k, params, PassRates(decay=config.grpo.pass_rate_decay), config.seed)
     runner.close()
-    os.makedirs(workdir, exist_ok=True)
     path = os.path.join(workdir, "pass_rates.json")
-    with open(path, "w", encoding="utf-8") as f:
-        f.write(pass_rates.to_json())
     counts = level_counts(pass_rates, [q.id for q in questions])
     summary = {"pass_rates": path, "questions": len(questions), "k": c.k, "levels": counts}
-    with open(os.path.join(workdir, "calibrate_summary.json"), "w", encoding="utf-8") as f:
-        json.dump(summary, f, indent=2, sort_keys=True)
+    if hosts.is_primary():
+        os.makedirs(workdir, exist_ok=True)
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(pass_rates.to_json())
+        with open(os.path.join(workdir, "calibrate_summary.json"), "w", encoding="utf-8") as f:
+            json.dump(summary, f, indent=2, sort_keys=True)
     return summary

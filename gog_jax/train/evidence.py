@@ -13,6 +13,7 @@ import json
 import os
 from typing import Any
 
+from gog_jax import hosts
 from gog_jax.eval.model_eval import paired_bootstrap
 from gog_jax.train import pipeline
 
@@ -42,6 +43,7 @@ def run(config, workdir: str) -> dict[str, Any]:
                                                           seed=config.seed),
         "arms": {arm: os.path.join(workdir, arm) for arm in summaries},
     }
-    with open(os.path.join(workdir, "evidence.json"), "w", encoding="utf-8") as f:
-        json.dump(summary, f, indent=2, sort_keys=True)
+    if hosts.is_primary():
+        with open(os.path.join(workdir, "evidence.json"), "w", encoding="utf-8") as f:
+            json.dump(summary, f, indent=2, sort_keys=True)
     return summary

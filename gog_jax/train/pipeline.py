@@ -20,6 +20,7 @@ from typing import Any
 from absl import logging
 from PIL import Image
 
+from gog_jax import hosts
 from gog_jax.agent import trajectory as trajectory_lib
 from gog_jax.eval import report
 from gog_jax.eval.model_eval import episode_results, evaluate_model, paired_bootstrap
@@ -30,21 +31,33 @@ from gog_jax.world import oracle as oracle_lib
 
 
 def _cached_json(path: str, compute):
-    """The JSON at `path`, else compute() written there (a stage done before a restart is not redone)."""
+    """The JSON at `path`, else compute() written there (a stage done before a restart is not redone).
+
+    Every host computes (stages run collectives), process 0 writes."""
     if os.path.exists(path):
         with open(path, encoding="utf-8") as f:
             return json.load(f)
     value = compute()
+    if hosts.is_primary():
+        _write_json(path, value)
+    hosts.barrier(f"stage:{path}")
+    return value
+
+
+def _write_json(path: str, value) -> None:
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, "w", encoding="utf-8") as f:
         json.dump(value, f, indent=2, sort_keys=True, default=str)
-    return value
 
 
 def _evaluation(runner, questions, config, out_dir: str) -> dict[str, Any]:
     """Greedy evaluation; writes trajectories.jsonl, pictures and report.html; returns summary +
     per-question accuracy."""
     summary, trajectories = evaluate_model(runner, questions, grpo.sampling_params(config, 0.0))
+    result = {"summary": summary, "per_question": {t.qid: t.reward["accuracy"] for t in trajectories},
+              "gaze_qids": [t.qid for t in trajectories if t.kind == "gaze"]}
+    if not hosts.is_primary():
+        return result
     os.makedirs(os.path.join(out_dir, "pictures"), exist_ok=True)
     shown = trajectories[:config.eval.pictures]
     report.write_html(os.path.join(out_dir, "report.html"), episode_results(shown, questions),
@@ -58,8 +71,7 @@ def _evaluation(runner, questions, config, out_dir: str) -> dict[str, Any]:
             meta = {"kind": t.kind, "prediction": t.prediction, "truncated": t.truncated, **t.reward}
             f.write(json.dumps(trajectory_lib.to_record(t.qid, t.turns, boxes, image_path, meta), sort_keys=True,
                                default=lambda v: v.tolist() if hasattr(v, "tolist") else str(v)) + "\n")
-    return {"summary": summary, "per_question": {t.qid: t.reward["accuracy"] for t in trajectories},
-            "gaze_qids": [t.qid for t in trajectories if t.kind == "gaze"]}
+    return result
 
 
 def run(config, workdir: str) -> dict[str, Any]:
@@ -121,8 +133,8 @@ def run(config, workdir: str) -> dict[str, Any]:
                     "eval_sft": t_eval},
         "workdir": workdir,
     }
-    with open(os.path.join(workdir, "summary.json"), "w", encoding="utf-8") as f:
-        json.dump(summary, f, indent=2, sort_keys=True, default=str)
+    if hosts.is_primary():
+        _write_json(os.path.join(workdir, "summary.json"), summary)
     logging.info("accuracy SFT %.3f -> GRPO %.3f (delta %.3f, 95%% CI [%.3f, %.3f])", summary["sft"]["accuracy"],
                  summary["grpo"]["accuracy"], change["delta"], change["low"], change["high"])
     return summary

@@ -17,10 +17,12 @@ import shutil
 import time
 from typing import Any
 
+import jax
 import numpy as np
 from absl import logging
 from PIL import Image
 
+from gog_jax import hosts
 from gog_jax.agent import render as render_lib
 from gog_jax.agent import trajectory
 from gog_jax.models import lora as lora_lib
@@ -82,12 +84,14 @@ def train(config, workdir: str) -> dict[str, Any]:
     env_config = build.env_config(config)
     data = c.data
     if not data:
-        world, backend = build.world(config)
-        demos = write_demonstrations(world, backend, os.path.join(workdir, "demonstrations"), split="train",
-                                     glance_only_share=c.glance_only_share, wrong_crop_share=c.wrong_crop_share,
-                                     env_config=env_config, num_questions=c.num_questions, seed=config.seed)
-        data = demos["path"]
-        logging.info("demonstrations: %s", demos)
+        data = os.path.join(workdir, "demonstrations", "demonstrations.jsonl")
+        if hosts.is_primary():  # the same file on every host: written once, read by all
+            world, backend = build.world(config)
+            demos = write_demonstrations(world, backend, os.path.dirname(data), split="train",
+                                         glance_only_share=c.glance_only_share, wrong_crop_share=c.wrong_crop_share,
+                                         env_config=env_config, num_questions=c.num_questions, seed=config.seed)
+            logging.info("demonstrations: %s", demos)
+        hosts.barrier("sft:demonstrations")
     examples, skipped = read_examples(data, tokenizer, vision, env_config.gaze)
     model = build.model(config)
     packed = Packed(examples, model.config, vision, build.pack_config(config))
@@ -138,12 +142,18 @@ def export(learner: Learner, tokenizer, directory: str, lora: bool) -> None:
     if lora:
         lora_lib.merge_lora(model)
     weights.save_pretrained(model, directory)
-    tokenizer.save(directory)
+    if hosts.is_primary():
+        tokenizer.save(directory)
+    hosts.barrier("sft:export")
 
 
 def cached_or_train(config, workdir: str) -> dict[str, Any]:
-    """The SFT export for this config: reused from the cache by config hash, else trained and cached."""
-    cache_root = os.path.expanduser(config.sft.cache_dir) if config.sft.cache_dir else ""
+    """The SFT export for this config: reused from the cache by config hash, else trained and cached.
+
+    Single-process only: the cache is a host-local folder, which a pod's hosts do not share, so
+    multi-host runs use the export in the (shared) workdir."""
+    cache_root = (os.path.expanduser(config.sft.cache_dir) if config.sft.cache_dir and jax.process_count() == 1
+                  else "")
     key = config_hash(config)
     cached = os.path.join(cache_root, key) if cache_root else ""
     if cached and os.path.exists(os.path.join(cached, "summary.json")):

@@ -3,6 +3,9 @@
 import glob
 import json
 import os
+import socket
+import subprocess
+import sys
 
 import jax
 import numpy as np
@@ -41,6 +44,36 @@ def test_smoke_leaves_logs_checkpoints_and_summary(smoke_run):
     assert len(records) == summary["eval_questions"] == 4
     assert all(r["messages"][0]["role"] == "system" for r in records)
     assert os.path.getsize(os.path.join(workdir, "eval", "grpo", "report.html")) > 1000
+
+
+def test_smoke_pipeline_on_two_hosts(smoke_run, tmp_path):
+    """The whole smoke pipeline (SFT, export, calibrate, eval, GRPO, eval) as 2 processes x 4 CPU
+    devices under jax.distributed: the hosts agree with each other exactly and with the
+    single-process 8-device run; shared files are written once, by process 0."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    workdir = tmp_path / "two_hosts"
+    procs = []
+    for i in range(2):
+        env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu",
+                   JAX_CPU_COLLECTIVES_IMPLEMENTATION="gloo", JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}",
+                   JAX_NUM_PROCESSES="2", JAX_PROCESS_ID=str(i))
+        procs.append(subprocess.Popen(
+            [sys.executable, "-m", "gog_jax.main", "--config=configs/grpo.py:smoke", "--config.distributed=True",
+             f"--workdir={workdir}"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+    logs = [p.communicate(timeout=900)[0] for p in procs]
+    assert all(p.returncode == 0 for p in procs), "\n".join(log[-3000:] for log in logs)
+    summaries = [json.loads(log[log.rindex("\n{") + 1:log.rindex("}") + 1]) for log in logs]
+    last = [_without_timings([s["grpo"]["last_step"]])[0] for s in summaries]
+    assert last[0] == last[1]
+    single = _without_timings([smoke_run[1]["grpo"]["last_step"]])[0]
+    assert last[0].keys() == single.keys()
+    for key, value in single.items():
+        np.testing.assert_allclose(last[0][key], value, rtol=1e-4, atol=1e-5, err_msg=key)
+    with open(workdir / "summary.json", encoding="utf-8") as f:
+        assert json.load(f)["accuracy_change"] == summaries[0]["accuracy_change"]
+    assert (workdir / "sft" / "export" / "model.safetensors").exists()
 
 
 def _spread_reward(prediction, golds, texts, question=""):

@@ -19,6 +19,7 @@ from flax import nnx
 from safetensors import safe_open
 from safetensors.numpy import save_file
 
+from gog_jax import hosts
 from gog_jax import sharding as sharding_lib
 from gog_jax.models.qwen2_5_vl.config import ModelConfig
 from gog_jax.models.qwen2_5_vl.model import Qwen25VL
@@ -222,13 +223,22 @@ def from_pretrained(path: str, dtype: str | jnp.dtype = "float32", *, mesh: jax.
 
 
 def save_pretrained(model: Qwen25VL, path: str) -> None:
-    """Writes config.json + model.safetensors in the released checkpoints' layout."""
-    os.makedirs(path, exist_ok=True)
+    """Writes config.json + model.safetensors in the released checkpoints' layout.
+
+    Multi-host: every process gathers the parameters (a collective), process 0 writes, and all
+    return once the folder is complete."""
     cfg = model.config
     tensors = {}
     for our_path, var in _param_table(model).items():
         key, transform = ours_to_hf(our_path)
-        tensors[released_key(key)] = np.ascontiguousarray(_to_hf(np.asarray(jax.device_get(var[...])), transform, cfg))
+        tensors[released_key(key)] = np.ascontiguousarray(_to_hf(hosts.to_host(var[...]), transform, cfg))
+    if hosts.is_primary():
+        _write_folder(tensors, cfg, path)
+    hosts.barrier(f"save_pretrained:{path}")
+
+
+def _write_folder(tensors: dict[str, np.ndarray], cfg: ModelConfig, path: str) -> None:
+    os.makedirs(path, exist_ok=True)
     save_file(tensors, os.path.join(path, "model.safetensors"), metadata={"format": "pt"})
     hf = cfg.to_hf()
     hf["dtype"] = str(next(iter(tensors.values())).dtype)

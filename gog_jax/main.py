@@ -46,7 +46,7 @@ def main(argv):
         count, index = os.environ.get("JAX_NUM_PROCESSES"), os.environ.get("JAX_PROCESS_ID")
         jax.distributed.initialize(num_processes=int(count) if count else None,
                                    process_id=int(index) if index else None)
-    workdir = _WORKDIR.value or tempfile.mkdtemp(prefix="gog_jax_")
+    workdir = os.path.abspath(_WORKDIR.value) if _WORKDIR.value else tempfile.mkdtemp(prefix="gog_jax_")
     logging.info("workdir: %s", workdir)
     print(f"workdir: {workdir}", flush=True)
     summary = run_mode(config, workdir)

@@ -2,7 +2,9 @@
 # The main job on a Cloud TPU VM slice: create the slice, copy and install the repo on every
 # worker, start the job on every host at once (each runs the same SPMD program;
 # jax.distributed.initialize() finds its peers from the TPU metadata), stream the logs, stop
-# the job, delete the slice. The workdir lives on GCS: worker disks go with the slice.
+# the job, delete the slice. The workdir lives on GCS (worker disks go with the slice), mounted
+# with gcsfuse at the same path on every worker, so the hosts share one file system: process 0
+# writes the shared files and every host reads them.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # shellcheck source=launch/common.sh
@@ -15,7 +17,9 @@ Usage: launch/tpu_pod.sh [flags] COMMAND... [-- main-job flags]
 Commands (run in the order given):
   create    create the TPU VM slice
   install   copy this checkout (tracked + untracked, not ignored files) to every worker, install it
-  run       start the main job on every worker (detached; output in ~/gog_jax.log)
+            (and gcsfuse, if the image lacks it)
+  run       mount the workdir's bucket at ~/gcs on every worker, start the main job there
+            (detached; output in ~/gog_jax.log)
   logs      stream one worker's log until its job exits
   stop      stop the job on every worker
   delete    delete the slice
@@ -63,6 +67,8 @@ WHERE=("--zone=$ZONE")
 [[ -z $PROJECT ]] || WHERE+=("--project=$PROJECT")
 TARBALL=${TMPDIR:-/tmp}/gog_jax-$NAME.tar.gz
 
+GCS_MOUNT=gcs  # the workdir bucket's mount point, in the home directory of every worker
+
 # Runs a shell command on every worker of the slice (in the home directory).
 on_all() {
   run "${TPU[@]}" ssh "$NAME" "${WHERE[@]}" --worker=all --command="$1"
@@ -83,17 +89,27 @@ install_repo() {
   py=$(quote "$PYTHON")
   jax=$(quote "jax[$JAX_EXTRA]==$(pinned_version "$ROOT/setup.py" jax)")
   # TPU VM images ship an older Python than setup.py's >=3.11: install one if it is missing.
+  # gcsfuse from Google's apt repository, the way its installation guide does it.
+  local key=/usr/share/keyrings/cloud.google.asc gcsfuse
+  gcsfuse="command -v gcsfuse >/dev/null || { curl -fsSL https://packages.cloud.google.com/apt/doc/apt-key.gpg"
+  gcsfuse+=" | sudo tee $key >/dev/null && echo \"deb [signed-by=$key] https://packages.cloud.google.com/apt"
+  gcsfuse+=" gcsfuse-\$(lsb_release -cs) main\" | sudo tee /etc/apt/sources.list.d/gcsfuse.list >/dev/null"
+  gcsfuse+=" && sudo apt-get update -q && sudo apt-get install -y -q gcsfuse; }"
   on_all "$py -c 'import ensurepip' 2>/dev/null || { sudo apt-get update -q && sudo apt-get install -y -q $py $py-venv; } \
+&& { $gcsfuse; } \
 && mkdir -p gog_jax && tar -xzf gog_jax.tar.gz -C gog_jax && cd gog_jax \
 && $py -m venv .venv && .venv/bin/pip install -q -e . $jax"
 }
 
 start_job() {
-  [[ $WORKDIR == gs://* ]] || die "--workdir must be a gs:// path (worker disks are deleted with the slice)"
-  local job
-  job=$(quote_all .venv/bin/python -m gog_jax.main "--config=$CONFIG" "--workdir=$WORKDIR" \
+  [[ $WORKDIR =~ ^gs://([^/]+)(/.*)?$ ]] || die "--workdir must be a gs:// path (worker disks are deleted with the slice)"
+  local bucket=${BASH_REMATCH[1]} path=${BASH_REMATCH[2]} job
+  # The job runs in ~/gog_jax, so ../$GCS_MOUNT is the bucket on every worker.
+  job=$(quote_all .venv/bin/python -m gog_jax.main "--config=$CONFIG" "--workdir=../$GCS_MOUNT$path" \
     --config.distributed=true "${EXTRA[@]}")
-  on_all "cd gog_jax && nohup $job > ../gog_jax.log 2>&1 < /dev/null & echo \$! > ../gog_jax.pid"
+  # Only the job goes to the background (its pid, not a subshell's, lands in ~/gog_jax.pid).
+  on_all "mkdir -p $GCS_MOUNT && { mountpoint -q $GCS_MOUNT || gcsfuse --implicit-dirs $(quote "$bucket") $GCS_MOUNT; } \
+&& cd gog_jax && { nohup $job > ../gog_jax.log 2>&1 < /dev/null & echo \$! > ../gog_jax.pid; }"
 }
 
 stream_logs() {

@@ -103,11 +103,14 @@ def test_tpu_pod_v5e16_all(fake_bin, tmp_path):
     setup = _remote(install)
     assert "tar -xzf gog_jax.tar.gz -C gog_jax && cd gog_jax" in setup
     assert f"python3.11 -m venv .venv && .venv/bin/pip install -q -e . 'jax[tpu]=={JAX_PIN}'" in setup
+    assert "command -v gcsfuse >/dev/null ||" in setup and "sudo apt-get install -y -q gcsfuse" in setup
     job = _remote(run)
-    assert job.startswith("cd gog_jax && nohup ") and job.endswith(" > ../gog_jax.log 2>&1 < /dev/null & echo $! > ../gog_jax.pid")
-    job_argv = shlex.split(job[len("cd gog_jax && nohup "):job.index(" > ../gog_jax.log")])
+    # the bucket is mounted at ~/gcs on every worker and the job runs in ~/gog_jax, so all hosts share the workdir
+    start = "mkdir -p gcs && { mountpoint -q gcs || gcsfuse --implicit-dirs my-bucket gcs; } && cd gog_jax && { nohup "
+    assert job.startswith(start) and job.endswith(" > ../gog_jax.log 2>&1 < /dev/null & echo $! > ../gog_jax.pid; }")
+    job_argv = shlex.split(job[len(start):job.index(" > ../gog_jax.log")])
     assert job_argv == [".venv/bin/python", "-m", "gog_jax.main", "--config=configs/grpo.py:smoke",
-                        "--workdir=gs://my-bucket/runs/1", "--config.distributed=true", "--config.grpo.steps=3",
+                        "--workdir=../gcs/runs/1", "--config.distributed=true", "--config.grpo.steps=3",
                         "--config.note=a b"]
     assert _remote(logs) == 'tail -n +1 -f --pid="$(cat gog_jax.pid)" gog_jax.log'
     for remote in (setup, job, _remote(logs)):  # what each worker's shell will run parses and is clean

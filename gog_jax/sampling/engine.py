@@ -164,7 +164,7 @@ class Engine:
         if not any(s.decoding for s in self.sessions.values()):
             return []
         longest = max(len(s.tokens) for s in self.sessions.values() if s.decoding) + self.decode_steps
-        window = bucket_for(min(longest, self.window_buckets[-1]), self.window_buckets)
+        window = self._window(longest)
         self.state, tokens, logprobs, emitted = programs.decode(
             self._graph, self.params, self.state, self.decode_steps, self.max_seq_len, window)
         tokens, logprobs, emitted, active, finish = jax.device_get(
@@ -271,11 +271,15 @@ class Engine:
             self.state = programs.append(self._graph, self.params, self.state, session.slot,
                                          len(session.tokens) + start, tokens, pos,
                                          len(piece), new_rope.next_pos, features, feature_offset,
-                                         bucket_for(min(end, self.window_buckets[-1]), self.window_buckets))
+                                         self._window(end))
             feature_offset += int(np.sum(piece == cfg.image_token_id))
         session.rope_state = new_rope
         session.tokens += ids.tolist()
         session.stats[stat] += len(ids)
+
+    def _window(self, length: int) -> int:
+        """The attention window bucket holding `length` cache positions (the whole cache at most)."""
+        return bucket_for(min(length, self.window_buckets[-1]), self.window_buckets)
 
     def _encode(self, pixel_values: np.ndarray, grids: np.ndarray):
         unit = self.config.vision.spatial_merge_size ** 2

@@ -57,8 +57,9 @@ def test_trajectories_are_consistent(parts):
         # the trained tokens are exactly the assistant turns the env saw, in order
         sampled = tokenizer.decode(t.token_ids[t.loss_mask])
         assert sampled == "".join(turn.text for turn in t.turns if turn.role == "assistant")
-        assert 1 <= len(t.trace) <= 3
         texts = [turn.text for turn in t.turns if turn.role == "assistant"]
+        assert 1 <= len(t.trace) <= 3
+        assert len(t.trace) == len(texts)  # one env step, one trace record, per sampled turn
         question = next(q for q in questions if q.id == t.qid)
         assert t.reward == rewards.episode_reward(t.prediction, question.answers, texts, question=question.question)
         assert len(t.images) == 1 + sum(r.get("box") is not None for r in t.trace)

@@ -34,6 +34,10 @@ class Grammar:
     information_open: str = "<information>"
     information_close: str = "</information>"
     require_think: bool = True
+    # Written before a query or answer ("<search> Name</search>"): byte-level BPE splits " Name"
+    # (as it appears mid-line in search results) and "Name" (after a tag) into different tokens,
+    # so without it copying a name from the results is a re-tokenisation, not a token copy.
+    text_lead: str = " "
 
     @property
     def tags(self) -> tuple[str, ...]:
@@ -199,9 +203,9 @@ def format_action(action: Action, think: str = "", grammar: Grammar = DEFAULT_GR
     if isinstance(action, Gaze):
         return prefix + f"{g.gaze_open}[{', '.join(_number(v) for v in action.box)}]{g.gaze_close}"
     if isinstance(action, Search):
-        return prefix + f"{g.search_open}{action.query}{g.search_close}"
+        return prefix + f"{g.search_open}{g.text_lead}{action.query}{g.search_close}"
     if isinstance(action, Answer):
-        return prefix + f"{g.answer_open}{action.text}{g.answer_close}"
+        return prefix + f"{g.answer_open}{g.text_lead}{action.text}{g.answer_close}"
     raise TypeError(f"Not an action: {action!r}")
 
 

@@ -77,7 +77,7 @@ def test_gaze_numbers():
 def test_custom_grammar_everywhere():
     g = protocol.Grammar(answer_open="<final>", answer_close="</final>", require_think=False)
     assert protocol.parse_action("<final>Paris</final>", g) == Answer("Paris")
-    assert protocol.format_action(Answer("Paris"), grammar=g) == "<final>Paris</final>"
+    assert protocol.format_action(Answer("Paris"), grammar=g) == "<final> Paris</final>"
     assert "</final>" in protocol.stop_strings(g)
     assert "<final>" in protocol.system_prompt(g)
     assert protocol.is_well_formed("<final>x</final>", g) and not protocol.is_well_formed("<answer>x</answer>", g)

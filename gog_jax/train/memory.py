@@ -97,21 +97,21 @@ def activation_bytes(cfg: ModelConfig, *, rows: int, seq_len: int, tensor: int, 
 
 def estimate(model_config: ModelConfig, mesh_shape: Mapping[str, int], rules=sharding_lib.DEFAULT_RULES, *,
              batch_per_device: int = 1, seq_len: int = GRPO_SEQ_LEN, param_dtype=jnp.bfloat16,
-             state_dtype=jnp.float32, optimizer: optax.GradientTransformation | None = None,
-             grad_copies: int = 2, master_weights: bool = False, reference: bool = False, lora_rank: int = 0,
+             master_dtype=jnp.float32, optimizer: optax.GradientTransformation | None = None,
+             reference: bool = False, lora_rank: int = 0,
              lora_targets: Sequence[str] = lora_lib.ALL_DECODER_LINEARS, remat: bool = True,
              flash_attention: bool = False, logits_chunk: int = 4096, image_patches: int = 0) -> dict[str, int]:
     """Per-device bytes of one training step: params, master, reference, grads, optimizer, activations, total.
 
-    params: every weight in `param_dtype` (trainable and frozen). optimizer: the state of
-    `optimizer` (default: `optim.make_optimizer`'s AdamW) for trainable parameters in `state_dtype`
-    (optax's moments take the parameters' dtype, so float32 moments mean the optimizer sees float32
-    parameters). master_weights: a float32 copy of the trainable parameters, which bfloat16 training
-    at a small learning rate needs (an update of 2e-6 relative is far below bfloat16's 2^-8
-    resolution and rounds away). grads: `grad_copies` trees in `param_dtype` (the Learner's
-    accumulator plus the current micro-batch's gradient). reference: the Learner's frozen copy of
-    the trainable parameters for the KL term. lora_rank > 0: only LoRA factors on `lora_targets`
-    train. The `act_*` entries break the activations down (see `activation_bytes`).
+    Counts what the `Learner` holds. params: every weight in `param_dtype` (trainable and frozen).
+    master: the Learner's copy of the trainable parameters in `master_dtype` when that is wider
+    than `param_dtype` (bfloat16 training at a small learning rate needs it: an update of 2e-6
+    relative is far below bfloat16's 2^-8 resolution and rounds away); the optimizer then updates
+    the master, so `optimizer` (default: `optim.make_optimizer`'s AdamW) keeps its moments in that
+    dtype, and the gradient accumulator has it too. grads: the accumulator plus the current
+    micro-batch's gradient (`param_dtype`). reference: the Learner's frozen copy of the trainable
+    parameters for the KL term. lora_rank > 0: only LoRA factors on `lora_targets` train. The
+    `act_*` entries break the activations down (see `activation_bytes`).
     """
     mesh = abstract_mesh(mesh_shape)
 
@@ -127,16 +127,19 @@ def estimate(model_config: ModelConfig, mesh_shape: Mapping[str, int], rules=sha
     if optimizer is None:
         optimizer = optim.make_optimizer(learning_rate=1e-6, warmup_steps=0, total_steps=1, weight_decay=0.0,
                                          clip_norm=1.0)
-    as_state_dtype = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, state_dtype), trainable)
-    opt_state = jax.eval_shape(optimizer.init, as_state_dtype)
+    master = master_dtype is not None and jnp.dtype(master_dtype).itemsize > jnp.dtype(param_dtype).itemsize
+    updated_dtype = master_dtype if master else param_dtype  # what the optimizer updates
+    opt_state = jax.eval_shape(optimizer.init,
+                               jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, updated_dtype), trainable))
     acts = activation_bytes(model_config, rows=batch_per_device, seq_len=seq_len,
                             tensor=int(mesh_shape.get("tensor", 1)), dtype=param_dtype, remat=remat,
                             flash_attention=flash_attention, logits_chunk=logits_chunk, image_patches=image_patches)
     out = {
         "params": sharded_bytes(nnx.state(model, nnx.Param), mesh, rules),
-        "master": sharded_bytes(trainable, mesh, rules, dtype=jnp.float32) if master_weights else 0,
+        "master": sharded_bytes(trainable, mesh, rules, dtype=master_dtype) if master else 0,
         "reference": sharded_bytes(trainable, mesh, rules) if reference else 0,
-        "grads": grad_copies * sharded_bytes(trainable, mesh, rules, dtype=param_dtype),
+        "grads": (sharded_bytes(trainable, mesh, rules, dtype=updated_dtype)
+                  + sharded_bytes(trainable, mesh, rules, dtype=param_dtype)),
         "optimizer": sharded_bytes(opt_state, mesh, rules),
         "activations": sum(acts.values()),
     }

@@ -7,7 +7,10 @@ by the logical-axis rules. One optimizer step is: `accumulate` over the step's m
 compiles once whatever the number of micro-batches), then `apply`. Both are jitted with
 explicit in/out shardings and donation. Each micro-batch's loss is pre-scaled by its share of
 the step's normaliser (tokens or sequences), so accumulation gives exactly the loss of one big
-batch.
+batch. Parameters narrower than `master_dtype` (bfloat16 on accelerators) get a float32 master
+copy: gradients accumulate, Adam's moments live and updates land in float32, and the bfloat16
+parameters the forward (and the engine) reads are the master rounded after each step; an
+update of 1e-6 relative would otherwise round away in bfloat16.
 """
 
 import dataclasses
@@ -87,7 +90,8 @@ class Learner:
     """Parameters, optimizer state and the jitted `accumulate` / `apply` (see the module docstring)."""
 
     def __init__(self, model: Qwen25VL, optimizer: optax.GradientTransformation, cfg: LossConfig, mesh: Mesh,
-                 rules=sharding_lib.DEFAULT_RULES, *, lora: bool = False, reference: bool = False):
+                 rules=sharding_lib.DEFAULT_RULES, *, lora: bool = False, reference: bool = False,
+                 master_dtype: str | None = "float32"):
         self.cfg, self.mesh, self.optimizer = cfg, mesh, optimizer
         self.model_config = model.config
         self.graphdef, trainable, frozen = nnx.split(model, lora_lib.trainable(lora), ...)
@@ -97,12 +101,20 @@ class Learner:
         self.frozen = sharding_lib.put(frozen, self.shardings["frozen"])
         # the KL reference: a frozen copy of the initial trainable parameters
         self.reference = (jax.tree.map(jnp.copy, self.trainable) if reference else None)
+        # the float32 master copy, where some trainable parameter is narrower than `master_dtype`
+        wide = jnp.dtype(master_dtype) if master_dtype else None
+        self.master = None
+        if wide is not None and any(x.dtype.itemsize < wide.itemsize for x in jax.tree.leaves(trainable)
+                                    if jnp.issubdtype(x.dtype, jnp.floating)):
+            self.master = jax.jit(lambda t: jax.tree.map(lambda x: x.astype(wide), t),
+                                  out_shardings=self.shardings["trainable"])(self.trainable)
+        updated = self.trainable if self.master is None else self.master  # what the optimizer updates
         # moments shard like their parameters; scalars (step counts) are replicated
         per_leaf = jax.tree.map(lambda s, sub: jax.tree.map(lambda _: s, sub), self.shardings["trainable"], trainable)
         self.shardings["opt_state"] = optax.tree_map_params(
-            optimizer, lambda _, s: s, jax.eval_shape(optimizer.init, trainable), per_leaf,
+            optimizer, lambda _, s: s, jax.eval_shape(optimizer.init, updated), per_leaf,
             transform_non_params=lambda _: NamedSharding(mesh, PartitionSpec()))
-        self.opt_state = jax.jit(optimizer.init, out_shardings=self.shardings["opt_state"])(self.trainable)
+        self.opt_state = jax.jit(optimizer.init, out_shardings=self.shardings["opt_state"])(updated)
         self.rules = rules
         self._programs: dict[Any, Any] = {}
 
@@ -117,11 +129,14 @@ class Learner:
 
     def state(self) -> dict:
         """What a checkpoint holds (the reference is rebuilt from the initial checkpoint)."""
-        return {"trainable": self.trainable, "opt_state": self.opt_state}
+        state = {"trainable": self.trainable, "opt_state": self.opt_state}
+        return state if self.master is None else dict(state, master=self.master)
 
     def load_state(self, state: dict) -> None:
         self.trainable = sharding_lib.put(state["trainable"], self.shardings["trainable"])
         self.opt_state = sharding_lib.put(state["opt_state"], self.shardings["opt_state"])
+        if self.master is not None:
+            self.master = sharding_lib.put(state["master"], self.shardings["trainable"])
 
     def abstract_state(self) -> dict:
         """Shape/dtype/sharding targets for restoring a checkpoint onto this mesh."""
@@ -147,12 +162,13 @@ class Learner:
 
         def accumulate(grads, metrics, trainable, frozen, reference, batch, scale):
             g, m = grad_fn(trainable, frozen, reference, batch, scale)
-            return jax.tree.map(jnp.add, grads, g), jax.tree.map(jnp.add, metrics, m)
+            return jax.tree.map(lambda a, b: a + b.astype(a.dtype), grads, g), jax.tree.map(jnp.add, metrics, m)
 
         metric_shapes = jax.eval_shape(lambda *a: grad_fn(*a)[1], self.trainable, self.frozen, self.reference,
                                        batch, jnp.float32(1))
         metric_sh = jax.tree.map(lambda _: replicated, metric_shapes)
         ref_sh = None if self.reference is None else sh["trainable"]
+        master_sh = None if self.master is None else sh["trainable"]
         programs = {
             "zeros": jax.jit(lambda t: (jax.tree.map(jnp.zeros_like, t),
                                         jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), metric_shapes)),
@@ -161,23 +177,29 @@ class Learner:
                                   in_shardings=(sh["trainable"], metric_sh, sh["trainable"], sh["frozen"], ref_sh,
                                                 batch_sh, replicated),
                                   out_shardings=(sh["trainable"], metric_sh)),
-            "apply": jax.jit(self._apply, donate_argnums=(0, 1),
-                             in_shardings=(sh["trainable"], sh["opt_state"], sh["trainable"]),
-                             out_shardings=(sh["trainable"], sh["opt_state"], replicated)),
+            "apply": jax.jit(self._apply, donate_argnums=(0, 1, 2),
+                             in_shardings=(sh["trainable"], master_sh, sh["opt_state"], sh["trainable"]),
+                             out_shardings=(sh["trainable"], master_sh, sh["opt_state"], replicated)),
         }
         self._programs[key] = programs
         return programs
 
-    def _apply(self, trainable, opt_state, grads):
-        updates, opt_state = self.optimizer.update(grads, opt_state, trainable)
-        return optax.apply_updates(trainable, updates), opt_state, optax.global_norm(grads)
+    def _apply(self, trainable, master, opt_state, grads):
+        """AdamW on the master copy (or on the parameters themselves); parameters = master rounded."""
+        updated = trainable if master is None else master
+        updates, opt_state = self.optimizer.update(grads, opt_state, updated)
+        updated = optax.apply_updates(updated, updates)
+        if master is None:
+            return updated, None, opt_state, optax.global_norm(grads)
+        return (jax.tree.map(lambda m, p: m.astype(p.dtype), updated, trainable), updated, opt_state,
+                optax.global_norm(grads))
 
     def gradients(self, batches: list[Batch], scales: list[float]):
         """Summed gradients and metric sums over micro-batches (device arrays)."""
         if not batches:
             raise ValueError("An optimizer step needs at least one micro-batch.")
         programs = self._compiled(batches[0])
-        grads, metrics = programs["zeros"](self.trainable)
+        grads, metrics = programs["zeros"](self.trainable if self.master is None else self.master)
         for batch, scale in zip(batches, scales):
             grads, metrics = programs["accumulate"](grads, metrics, self.trainable, self.frozen, self.reference,
                                                     sharding_lib.put(batch, self.batch_shardings(batch)),
@@ -187,8 +209,8 @@ class Learner:
     def step(self, batches: list[Batch], scales: list[float]) -> dict[str, float]:
         """One optimizer step over micro-batches; returns host metrics (means over trained tokens)."""
         grads, metrics = self.gradients(batches, scales)
-        self.trainable, self.opt_state, grad_norm = self._compiled(batches[0])["apply"](
-            self.trainable, self.opt_state, grads)
+        self.trainable, self.master, self.opt_state, grad_norm = self._compiled(batches[0])["apply"](
+            self.trainable, self.master, self.opt_state, grads)
         metrics = jax.device_get(metrics)
         tokens = max(float(metrics.pop("tokens")), 1.0)
         out = {k[:-4]: float(v) / tokens for k, v in metrics.items() if k.endswith("_sum")

@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
@@ -65,6 +66,43 @@ def test_sharded_step_equals_single_device(packed, kind, loss):
     out1, out8 = single.step(batches, scales), sharded.step(batches, scales)
     for k in out1:
         np.testing.assert_allclose(out8[k], out1[k], rtol=1e-5, atol=1e-5, err_msg=k)
+
+
+def test_bfloat16_parameters_train_through_a_float32_master(packed):
+    """bf16 parameters: a float32 master takes the updates (moments and accumulator in float32) and
+    the parameters are the master rounded; without it, updates below bf16's resolution vanish."""
+    one_device = sharding.make_mesh((1, 1, 1), devices=jax.devices()[:1])
+
+    def run(master_dtype):
+        model = Qwen25VL(presets.model_config(presets.get("tiny")), dtype=jnp.bfloat16, rngs=nnx.Rngs(0))
+        opt = optim.make_optimizer(learning_rate=1e-4, schedule="constant", warmup_steps=0, total_steps=3,
+                                   weight_decay=0.0, clip_norm=1.0)
+        learner = Learner(model, opt, LossConfig(kind="sft", vocab_chunk=300), one_device,
+                          master_dtype=master_dtype)
+        for _ in range(3):
+            learner.step([packed.batch(0)], [1.0 / packed.trained_tokens(0)])
+        return learner
+
+    def norm_scales(tree):  # RMSNorm scales start at exactly 1.0; Adam moves them by ~lr a step
+        return [x for path, x in jax.tree_util.tree_leaves_with_path(tree) if "norm" in jax.tree_util.keystr(path)]
+
+    plain, mixed = run(None), run("float32")
+    assert plain.master is None
+    assert all(np.all(np.asarray(x) == 1.0) for x in norm_scales(plain.trainable))  # 3e-4 < bf16's half-ulp
+    assert {x.dtype for x in jax.tree.leaves(mixed.trainable)} == {jnp.dtype(jnp.bfloat16)}
+    assert {x.dtype for x in jax.tree.leaves(mixed.master)} == {jnp.dtype(jnp.float32)}
+    moments = [x for x in jax.tree.leaves(mixed.opt_state) if np.ndim(x) > 0]
+    assert moments and {x.dtype for x in moments} == {jnp.dtype(jnp.float32)}
+    moved = [np.abs(np.asarray(x) - 1.0).max() for x in norm_scales(mixed.master)]
+    assert min(moved) > 1e-4  # the updates are kept
+    for p, m in zip(jax.tree.leaves(mixed.trainable), jax.tree.leaves(mixed.master)):
+        np.testing.assert_array_equal(np.asarray(p), np.asarray(m.astype(jnp.bfloat16)))
+    assert set(mixed.state()) == {"trainable", "opt_state", "master"}
+    fp32 = Learner(Qwen25VL(presets.model_config(presets.get("tiny")), rngs=nnx.Rngs(0)),
+                   optim.make_optimizer(learning_rate=1e-4, warmup_steps=0, total_steps=1, weight_decay=0.0,
+                                        clip_norm=None),
+                   LossConfig(kind="sft", vocab_chunk=300), one_device)
+    assert fp32.master is None and set(fp32.state()) == {"trainable", "opt_state"}  # no copy when not needed
 
 
 def test_one_program_per_batch_shape(packed):

@@ -49,7 +49,8 @@ def base(mode: str) -> ml_collections.ConfigDict:
     c.engine = ml_collections.ConfigDict(dict(num_slots=64, max_seq_len=768, decode_steps=16))
     c.pack = ml_collections.ConfigDict(dict(rows=6, seq_len=768, image_slots=18, image_patches=144,
                                             max_segments=8))
-    c.optim = ml_collections.ConfigDict(dict(schedule="cosine", warmup_steps=10, weight_decay=0.0, clip_norm=1.0))
+    c.optim = ml_collections.ConfigDict(dict(weight_decay=0.0, clip_norm=1.0,
+                                            master_dtype="float32"))  # master copy of narrower (bf16) params
     c.loss = ml_collections.ConfigDict(dict(vocab_chunk=512, remat=False))
     c.checkpoint = ml_collections.ConfigDict(dict(every=20, keep=2, async_save=True))
     c.log_every_seconds = 20.0
@@ -65,7 +66,7 @@ def sft(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
         wrong_crop_share=0.25,   # oracle episodes that gaze wrongly first, then reflect
         epochs=3, steps=600,     # steps > 0 overrides epochs
         micro_batches=1,         # packed batches per optimizer step (gradient accumulation)
-        learning_rate=3e-3,
+        learning_rate=3e-3, schedule="cosine", warmup_steps=10,
         cache_dir="~/.cache/gog_jax/sft",  # exported SFT checkpoints by config hash ("" disables)
     ))
 
@@ -80,7 +81,7 @@ def grpo(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
         questions_per_step=16,
         group_size=8,
         temperature=1.0, top_p=1.0, max_new_tokens=48,  # per assistant turn
-        learning_rate=3e-4,
+        learning_rate=3e-4, schedule="constant", warmup_steps=0,  # veRL/EasyR1's GRPO schedule
         advantage="grpo",          # grpo | drgrpo | rloo (gog_jax.train.losses.ADVANTAGES)
         aggregation="token_mean",  # token_mean | seq_mean_token_mean | seq_mean_token_sum_norm
         norm_length=0,             # seq_mean_token_sum_norm's constant (0: unset)

@@ -89,18 +89,26 @@ def pack_config(config) -> PackConfig:
                       max_segments=p.max_segments)
 
 
-def optimizer(config, total_steps: int, learning_rate: float) -> optax.GradientTransformation:
+def schedule(stage, total_steps: int) -> dict:
+    """A stage's (`config.sft` / `config.grpo`) learning-rate schedule arguments: each stage has
+    its own (SFT: warmup + cosine; GRPO: constant, as veRL/EasyR1 run it)."""
+    return dict(learning_rate=stage.learning_rate, schedule=stage.schedule,
+                warmup_steps=min(stage.warmup_steps, total_steps), total_steps=total_steps)
+
+
+def optimizer(config, stage, total_steps: int) -> optax.GradientTransformation:
+    """AdamW for one stage: its schedule, the shared `config.optim` decay and clipping."""
     o = config.optim
-    return optim.make_optimizer(learning_rate=learning_rate, schedule=o.schedule,
-                                warmup_steps=min(o.warmup_steps, total_steps),
-                                total_steps=total_steps, weight_decay=o.weight_decay, clip_norm=o.clip_norm or None)
+    return optim.make_optimizer(**schedule(stage, total_steps), weight_decay=o.weight_decay,
+                                clip_norm=o.clip_norm or None)
 
 
 def runner(config, model_: Qwen25VL, backend, tokenizer_: Tokenizer, params=None,
            accuracy: rewards.Accuracy | None = None) -> RolloutRunner:
     """Engine + runner; the judge is `accuracy` (e.g. an LLM judge with its endpoint) or named by config.accuracy."""
     e = config.engine
-    engine = Engine(model_, num_slots=e.num_slots, max_seq_len=e.max_seq_len, decode_steps=e.decode_steps)
+    engine = Engine(model_, num_slots=e.num_slots, max_seq_len=e.max_seq_len, decode_steps=e.decode_steps,
+                    rules=rules(config))
     if params is not None:
         engine.update_params(params)
     env = env_config(config)

@@ -85,8 +85,9 @@ def run(config, workdir: str) -> dict[str, Any]:
     t_sft = time.perf_counter() - start
     model = build.model(config, checkpoint=checkpoint_dir)
     tokenizer = build.tokenizer(config)
-    learner = Learner(model, build.optimizer(config, g.steps, g.learning_rate), grpo.loss_config(config),
-                      build.mesh(config), build.rules(config), lora=bool(config.lora.rank), reference=g.kl_coef > 0)
+    learner = Learner(model, build.optimizer(config, g, g.steps), grpo.loss_config(config),
+                      build.mesh(config), build.rules(config), lora=bool(config.lora.rank), reference=g.kl_coef > 0,
+                      master_dtype=config.optim.master_dtype or None)
     runner = build.runner(config, model, backend, tokenizer, params=learner.params)
     train_questions = {q.qid: oracle_lib.env_question(world, q) for q in world.questions["train"][:g.num_questions]}
     eval_questions = [oracle_lib.env_question(world, q)

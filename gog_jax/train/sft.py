@@ -66,42 +66,71 @@ def data_order(step: int, num_batches: int, per_step: int, seed: int) -> list[in
     return order[k * per_step:(k + 1) * per_step].tolist()
 
 
-def config_hash(config) -> str:
-    """What determines the SFT result (model, data, optimisation, world, the tokenizer's
-    vocabulary itself, not only its path); used as the cache key."""
+def config_hash(config, data: str) -> str:
+    """What determines the SFT result: model, optimisation, world and packing fields, the
+    tokenizer's vocabulary itself (not only its path) and the data's content (the JSONL and the
+    images it names), so an edited dataset or a new demonstration format is never served a stale
+    export. Used as the cache key."""
     keys = ("seed", "model", "tokenizer", "vision", "lora", "world", "env", "pack", "optim", "loss", "sft")
     blob = json.dumps({k: config[k].to_dict() if hasattr(config[k], "to_dict") else config[k] for k in keys},
                       sort_keys=True, default=str)
-    blob += build.tokenizer(config).backend.to_str()
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+    digest = hashlib.sha256((blob + build.tokenizer(config).backend.to_str()).encode())
+    digest.update(data_digest(data).encode())
+    return digest.hexdigest()[:16]
 
 
-def train(config, workdir: str) -> dict[str, Any]:
-    """Runs SFT into `workdir` (resuming from its checkpoints); returns the summary with `export_dir`."""
+def data_digest(path: str) -> str:
+    """sha256 over a JSONL file and, in order, every image file its records name."""
+    root = os.path.dirname(os.path.abspath(path))
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for line in f:
+            digest.update(line)
+            try:
+                images = json.loads(line).get("images", [])
+            except (ValueError, AttributeError):
+                continue  # read_examples skips and counts such a record
+            for image in images:
+                image_path = os.path.join(root, image)
+                if os.path.exists(image_path):
+                    with open(image_path, "rb") as im:
+                        digest.update(im.read())
+    return digest.hexdigest()
+
+
+def prepare_data(config, workdir: str) -> str:
+    """The JSONL to train on: `sft.data`, or the world's oracle mixture written to `workdir`."""
+    c = config.sft
+    if c.data:
+        return c.data
+    data = os.path.join(workdir, "demonstrations", "demonstrations.jsonl")
+    if hosts.is_primary():  # the same file on every host: written once, read by all
+        world, backend = build.world(config)
+        demos = write_demonstrations(world, backend, os.path.dirname(data), split="train",
+                                     glance_only_share=c.glance_only_share, wrong_crop_share=c.wrong_crop_share,
+                                     env_config=build.env_config(config), num_questions=c.num_questions,
+                                     seed=config.seed)
+        logging.info("demonstrations: %s", demos)
+    hosts.barrier("sft:demonstrations")
+    return data
+
+
+def train(config, workdir: str, data: str) -> dict[str, Any]:
+    """Runs SFT on `data` into `workdir` (resuming from its checkpoints); returns the summary
+    with `export_dir`."""
     c = config.sft
     tokenizer = build.tokenizer(config)
     vision = build.vision_spec(config)
-    env_config = build.env_config(config)
-    data = c.data
-    if not data:
-        data = os.path.join(workdir, "demonstrations", "demonstrations.jsonl")
-        if hosts.is_primary():  # the same file on every host: written once, read by all
-            world, backend = build.world(config)
-            demos = write_demonstrations(world, backend, os.path.dirname(data), split="train",
-                                         glance_only_share=c.glance_only_share, wrong_crop_share=c.wrong_crop_share,
-                                         env_config=env_config, num_questions=c.num_questions, seed=config.seed)
-            logging.info("demonstrations: %s", demos)
-        hosts.barrier("sft:demonstrations")
-    examples, skipped = read_examples(data, tokenizer, vision, env_config.gaze)
+    examples, skipped = read_examples(data, tokenizer, vision, build.env_config(config).gaze)
     model = build.model(config)
     packed = Packed(examples, model.config, vision, build.pack_config(config))
     per_step = c.micro_batches
     total = c.steps if c.steps > 0 else c.epochs * max(len(packed) // per_step, 1)
     logging.info("SFT: %d examples (%d dropped, %s skipped) in %d batches, %d steps", len(packed.examples),
                  len(packed.dropped), skipped, len(packed), total)
-    learner = Learner(model, build.optimizer(config, total, c.learning_rate), LossConfig(
+    learner = Learner(model, build.optimizer(config, c, total), LossConfig(
         kind="sft", vocab_chunk=config.loss.vocab_chunk, remat=config.loss.remat), build.mesh(config),
-        build.rules(config), lora=bool(config.lora.rank))
+        build.rules(config), lora=bool(config.lora.rank), master_dtype=config.optim.master_dtype or None)
     ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"), every=config.checkpoint.every,
                                    keep=config.checkpoint.keep, async_save=config.checkpoint.async_save)
     start = 0
@@ -112,8 +141,7 @@ def train(config, workdir: str) -> dict[str, Any]:
         logging.info("SFT resumed at step %d", start)
     writer = metrics.make_writer(os.path.join(workdir, "tensorboard"))
     progress = metrics.Progress(total, writer, config.log_every_seconds, name="sft")
-    lr_schedule = optim.schedule_fn(learning_rate=c.learning_rate, schedule=config.optim.schedule,
-                                    warmup_steps=min(config.optim.warmup_steps, total), total_steps=total)
+    lr_schedule = optim.schedule_fn(**build.schedule(c, total))
     history = []
     t0 = time.perf_counter()
     for step in range(start, total):
@@ -154,14 +182,16 @@ def cached_or_train(config, workdir: str) -> dict[str, Any]:
     multi-host runs use the export in the (shared) workdir."""
     cache_root = (os.path.expanduser(config.sft.cache_dir) if config.sft.cache_dir and jax.process_count() == 1
                   else "")
-    key = config_hash(config)
+    workdir = os.path.join(workdir, "sft")
+    data = prepare_data(config, workdir)
+    key = config_hash(config, data)
     cached = os.path.join(cache_root, key) if cache_root else ""
     if cached and os.path.exists(os.path.join(cached, "summary.json")):
         with open(os.path.join(cached, "summary.json"), encoding="utf-8") as f:
             summary = json.load(f)
         logging.info("SFT checkpoint reused from the cache: %s", cached)
-        return dict(summary, export_dir=cached, cached=True)
-    summary = train(config, os.path.join(workdir, "sft"))
+        return dict(summary, export_dir=cached, cached=True, config_hash=key)
+    summary = train(config, workdir, data)
     if cached:
         os.makedirs(cache_root, exist_ok=True)
         tmp = f"{cached}.tmp{os.getpid()}"
@@ -176,4 +206,4 @@ def cached_or_train(config, workdir: str) -> dict[str, Any]:
 
 def run(config, workdir: str) -> dict[str, Any]:
     """The `sft` mode of `gog_jax.main`."""
-    return train(config, workdir)
+    return train(config, workdir, prepare_data(config, workdir))

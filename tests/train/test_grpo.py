@@ -85,7 +85,7 @@ def _spread_reward(prediction, golds, texts, question=""):
 def _setup(config):
     world, backend = build.world(config)
     model = build.model(config)
-    learner = Learner(model, build.optimizer(config, config.grpo.steps, config.grpo.learning_rate),
+    learner = Learner(model, build.optimizer(config, config.grpo, config.grpo.steps),
                       grpo.loss_config(config), build.mesh(config), build.rules(config))
     runner = build.runner(config, model, backend, build.tokenizer(config), params=learner.params)
     runner.reward_fn = _spread_reward
@@ -153,22 +153,32 @@ def test_compilations_bounded_by_buckets(tmp_path):
     assert all(fn._cache_size() == 1 for fn in learner_programs.values())  # pylint: disable=protected-access
 
 
-def test_sft_cache_key_follows_config_and_vocabulary(tmp_path):
-    """The SFT export is reused by config hash: equal configs share it; a different world or a
-    different tokenizer vocabulary (same path) does not."""
+def test_sft_cache_key_follows_config_vocabulary_and_data(tmp_path):
+    """The SFT export is reused by hash: equal configs and data share it; a different world, a
+    different tokenizer vocabulary (same path), edited JSONL or an edited image (same paths) do not."""
     from gog_jax.agent.tokenizer import train_tokenizer  # pylint: disable=import-outside-toplevel
     from gog_jax.train import sft  # pylint: disable=import-outside-toplevel
+    data = tmp_path / "data" / "conv.jsonl"
+    (data.parent / "images").mkdir(parents=True)
+    (data.parent / "images" / "q.png").write_bytes(b"png-1")
+    data.write_text(json.dumps({"id": "q", "images": ["images/q.png"], "messages": []}) + "\n", encoding="utf-8")
     base = grpo_config.get_config("smoke")
-    assert sft.config_hash(base) == sft.config_hash(grpo_config.get_config("smoke"))
+    key = sft.config_hash(base, str(data))
+    assert key == sft.config_hash(grpo_config.get_config("smoke"), str(data))
     other_world = grpo_config.get_config("smoke")
     other_world.world.seed = 1
-    assert sft.config_hash(other_world) != sft.config_hash(base)
+    assert sft.config_hash(other_world, str(data)) != key
+    (data.parent / "images" / "q.png").write_bytes(b"png-2")
+    assert sft.config_hash(base, str(data)) != key
+    key = sft.config_hash(base, str(data))
+    data.write_text(data.read_text(encoding="utf-8").replace('"q"', '"r"', 1), encoding="utf-8")
+    assert sft.config_hash(base, str(data)) != key
     vocab_a, vocab_b = tmp_path / "a", tmp_path / "b"
     train_tokenizer(["<glance/> an emblem"] * 4, 300).save(str(vocab_a))
     train_tokenizer(["<gaze> a crest, a badge"] * 4, 300).save(str(vocab_b))
     config = grpo_config.get_config("smoke")
     config.tokenizer = str(vocab_a)
-    before = sft.config_hash(config)
-    assert before != sft.config_hash(base)
+    before = sft.config_hash(config, str(data))
+    assert before != sft.config_hash(base, str(data))
     os.replace(vocab_b / "tokenizer.json", vocab_a / "tokenizer.json")  # same path, another vocabulary
-    assert sft.config_hash(config) != before
+    assert sft.config_hash(config, str(data)) != before

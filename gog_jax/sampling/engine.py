@@ -13,8 +13,9 @@ from collections.abc import Sequence
 import jax
 import numpy as np
 from flax import nnx
-from jax.sharding import NamedSharding, PartitionSpec
+from jax.sharding import NamedSharding
 
+from gog_jax import sharding as sharding_lib
 from gog_jax.models.qwen2_5_vl import Qwen25VL, rope, vision_metadata
 from gog_jax.models.qwen2_5_vl.model import check_images
 from gog_jax.sampling import programs
@@ -68,8 +69,9 @@ class Engine:
 
     def __init__(self, model: Qwen25VL, num_slots: int = 8, max_seq_len: int = 2048, *,
                  chunk_buckets: Sequence[int] = DEFAULT_CHUNK_BUCKETS, decode_steps: int = 32,
-                 max_stop_ids: int = 8, max_stop_sequences: int = 8, max_stop_len: int = 8):
-        self.config = model.config
+                 max_stop_ids: int = 8, max_stop_sequences: int = 8, max_stop_len: int = 8,
+                 rules=sharding_lib.DEFAULT_RULES):
+        self.config, self.rules = model.config, rules
         self.graphdef, self.params = nnx.split(model)
         self._graph = programs.Graph(self.graphdef)
         self.num_slots, self.max_seq_len, self.decode_steps = num_slots, max_seq_len, decode_steps
@@ -81,20 +83,23 @@ class Engine:
         self.window_buckets = tuple(sorted({min(cache_len, base << i) for base in (128, 192)
                                             for i in range(cache_len.bit_length())}))
         self.state = programs.DecodeState.create(model, num_slots, cache_len, *self.stop_shape)
+        self.layout = programs.Layout()  # set by update_params when parameters live on a mesh
         self.sessions: dict[int, Session] = {}
 
     # ---- parameters -------------------------------------------------------------------------
     def update_params(self, params) -> None:
         """Uses new parameters (same structure and shardings) in place: no copy, no recompilation.
 
-        Parameters sharded over a mesh bring the decode state onto the same devices (replicated),
+        Parameters sharded over a mesh bring the decode state onto the same mesh, laid out by
+        `programs.Layout.on` (cache sharded by slots and kv heads under the logical-axis rules),
         so every program runs SPMD over the mesh the trainer uses.
         """
         self.params = params
         sharding = jax.tree.leaves(params)[0].sharding
         state_devices = jax.tree.leaves(self.state)[0].sharding.device_set
         if isinstance(sharding, NamedSharding) and sharding.device_set != state_devices:
-            self.state = jax.device_put(self.state, NamedSharding(sharding.mesh, PartitionSpec()))
+            self.layout = programs.Layout.on(sharding.mesh, self.state, self.rules)
+            self.state = jax.device_put(self.state, self.layout.shardings(self.state))
 
     # ---- sessions ---------------------------------------------------------------------------
     @property
@@ -124,7 +129,7 @@ class Engine:
         seeds = list(range(1, n)) if seeds is None else list(seeds)
         targets = np.zeros(self.num_slots, bool)
         targets[free[:n - 1]] = True
-        self.state = programs.fork(self.state, session.slot, targets)
+        self.state = programs.fork(self.state, session.slot, targets, self.layout)
         copies = []
         for slot, seed in zip(free[:n - 1], seeds):
             key = np.asarray(jax.random.key_data(jax.random.fold_in(jax.random.wrap_key_data(session.key), seed)))
@@ -155,7 +160,7 @@ class Engine:
         self.state = programs.configure(
             self.state, mask, np.broadcast_to(session.key, (self.num_slots, 2)), budget, params.min_new_tokens,
             params.temperature, params.top_k, params.top_p, stop_ids,
-            pack_stop_sequences(params.stop_sequences, count, length), session.sampled)
+            pack_stop_sequences(params.stop_sequences, count, length), session.sampled, self.layout)
         session.new_tokens, session.new_logprobs, session.finish_reason = [], [], None
         session.decoding = True
 
@@ -166,7 +171,7 @@ class Engine:
         longest = max(len(s.tokens) for s in self.sessions.values() if s.decoding) + self.decode_steps
         window = self._window(longest)
         self.state, tokens, logprobs, emitted = programs.decode(
-            self._graph, self.params, self.state, self.decode_steps, self.max_seq_len, window)
+            self._graph, self.params, self.state, self.decode_steps, self.max_seq_len, window, self.layout)
         tokens, logprobs, emitted, active, finish = jax.device_get(
             (tokens, logprobs, emitted, self.state.active, self.state.finish))
         stopped = []
@@ -271,7 +276,7 @@ class Engine:
             self.state = programs.append(self._graph, self.params, self.state, session.slot,
                                          len(session.tokens) + start, tokens, pos,
                                          len(piece), new_rope.next_pos, features, feature_offset,
-                                         self._window(end))
+                                         self._window(end), self.layout)
             feature_offset += int(np.sum(piece == cfg.image_token_id))
         session.rope_state = new_rope
         session.tokens += ids.tolist()

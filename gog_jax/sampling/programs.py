@@ -3,7 +3,9 @@
 All programs take the model's parameters as an argument (the graph definition is static), so
 the trainer's updated parameters are used in place with no copy and no recompilation, and all
 donate the decode state. Shapes depend only on the slot count, the cache length, the chunk
-bucket and the patch bucket.
+bucket and the patch bucket. On a mesh, a `Layout` (static) pins the state every program
+returns: the KV cache and logits shard their slot axis over the batch mesh axes (the cache its
+kv heads over `tensor` too), the small per-slot vectors the host reads stay replicated.
 """
 
 import dataclasses
@@ -12,7 +14,9 @@ import functools
 import jax
 import jax.numpy as jnp
 from flax import nnx
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from gog_jax import sharding as sharding_lib
 from gog_jax.models.qwen2_5_vl import KVCache, Qwen25VL, VisionMetadata
 from gog_jax.sampling import sample as sample_lib
 
@@ -54,6 +58,38 @@ class DecodeState:
             stop_seqs=i32(-2, slots, stop_count, stop_len), recent=i32(-2, slots, stop_len))
 
 
+@dataclasses.dataclass(frozen=True)
+class Layout:
+    """Where the decode state lives (a static jit argument; the default: wherever it is, unpinned).
+
+    A 7B policy's cache for 64 slots of 10k tokens is ~75 GB: replicated it fits no chip, sharded
+    over a v5e-16's 16 chips it is ~5 GB each. Programs touch one slot's row only through gathers
+    and scatters (never dynamic slices, which XLA's SPMD partitioner turns into an all-gather of
+    the whole cache), so a prefill or fork moves one row, not the cache.
+    """
+    cache: NamedSharding | None = None
+    logits: NamedSharding | None = None
+    replicated: NamedSharding | None = None
+
+    @classmethod
+    def on(cls, mesh: Mesh, state: "DecodeState", rules=sharding_lib.DEFAULT_RULES) -> "Layout":
+        """Slots over the rules' `batch` axes and cache heads over `kv_heads`, where they divide."""
+        spec = lambda axes, x: NamedSharding(mesh, sharding_lib.spec_for(axes, x.shape, mesh, rules))  # noqa: E731
+        return cls(cache=spec(("batch", "kv_heads", None, None), state.cache.k[0]),
+                   logits=spec(("batch", None), state.logits), replicated=NamedSharding(mesh, PartitionSpec()))
+
+    def shardings(self, state: "DecodeState") -> "DecodeState":
+        tree = jax.tree.map(lambda _: self.replicated, state)
+        return dataclasses.replace(tree, cache=jax.tree.map(lambda _: self.cache, state.cache), logits=self.logits)
+
+    def pin(self, state: "DecodeState") -> "DecodeState":
+        return state if self.cache is None else jax.lax.with_sharding_constraint(state, self.shardings(state))
+
+    def pin_replicated(self, tree):
+        return tree if self.cache is None else jax.tree.map(
+            lambda x: jax.lax.with_sharding_constraint(x, self.replicated), tree)
+
+
 class Graph:
     """A model's graph definition as a static jit argument that hashes in constant time.
 
@@ -83,9 +119,9 @@ def encode(graphdef, params, pixel_values: jax.Array, meta: VisionMetadata) -> j
     return _model(graphdef, params).encode_images(pixel_values, meta)
 
 
-@functools.partial(jax.jit, static_argnums=(0, 11), donate_argnums=2)
+@functools.partial(jax.jit, static_argnums=(0, 11, 12), donate_argnums=2)
 def append(graphdef, params, state: DecodeState, slot, start, tokens, positions, num_valid, next_pos,
-           features=None, feature_offset=0, window: int | None = None) -> DecodeState:
+           features=None, feature_offset=0, window: int | None = None, layout: Layout = Layout()) -> DecodeState:
     """Prefills tokens [T] (valid prefix num_valid) into `slot` at cache position `start`.
 
     features [F, D] are the chunk's image features; those from `feature_offset` on fill the
@@ -100,37 +136,37 @@ def append(graphdef, params, state: DecodeState, slot, start, tokens, positions,
                                   cache_index=jnp.asarray(start, jnp.int32)[None],
                                   cache_rows=jnp.asarray(slot, jnp.int32)[None], attend_len=window)
     last = model.logits(jax.lax.dynamic_index_in_dim(hidden[0], num_valid - 1, keepdims=False))
-    return dataclasses.replace(
+    return layout.pin(dataclasses.replace(
         state, cache=cache, lengths=state.lengths.at[slot].set(start + num_valid),
-        next_pos=state.next_pos.at[slot].set(next_pos), logits=state.logits.at[slot].set(last))
+        next_pos=state.next_pos.at[slot].set(next_pos), logits=state.logits.at[slot].set(last)))
 
 
-@functools.partial(jax.jit, donate_argnums=0)
+@functools.partial(jax.jit, static_argnums=11, donate_argnums=0)
 def configure(state: DecodeState, slots, key, budget, min_new, temperature, top_k, top_p, stop_ids,
-              stop_seqs, start_sample_index) -> DecodeState:
+              stop_seqs, start_sample_index, layout: Layout = Layout()) -> DecodeState:
     """Starts a decode phase on the slots in mask `slots` [S] with one request's settings.
 
     key [S, 2] per slot (forked requests get different keys); start_sample_index [S].
     """
     pick = lambda new, old: jnp.where(slots.reshape(slots.shape + (1,) * (old.ndim - 1)), new, old)  # noqa: E731
-    return dataclasses.replace(
+    return layout.pin(dataclasses.replace(
         state, active=slots | state.active, finish=pick(0, state.finish), keys=pick(key, state.keys),
         sample_index=pick(start_sample_index, state.sample_index), count=pick(0, state.count),
         budget=pick(budget, state.budget), min_new=pick(min_new, state.min_new),
         temperature=pick(temperature, state.temperature), top_k=pick(top_k, state.top_k),
         top_p=pick(top_p, state.top_p), stop_ids=pick(stop_ids, state.stop_ids),
-        stop_seqs=pick(stop_seqs, state.stop_seqs), recent=pick(-2, state.recent))
+        stop_seqs=pick(stop_seqs, state.stop_seqs), recent=pick(-2, state.recent)))
 
 
-@functools.partial(jax.jit, donate_argnums=0)
-def fork(state: DecodeState, source, targets) -> DecodeState:
+@functools.partial(jax.jit, static_argnums=3, donate_argnums=0)
+def fork(state: DecodeState, source, targets, layout: Layout = Layout()) -> DecodeState:
     """Copies slot `source`'s cache, length, positions and logits to the slots in mask `targets` [S]."""
     def copy(x):
-        src = jax.lax.dynamic_slice_in_dim(x, source, 1)
+        src = x[jnp.asarray(source)[None]]  # a gather: on a slot-sharded cache it moves one row
         return jnp.where(targets.reshape(targets.shape + (1,) * (x.ndim - 1)), src, x)
-    return dataclasses.replace(
+    return layout.pin(dataclasses.replace(
         state, cache=jax.tree.map(copy, state.cache), lengths=copy(state.lengths),
-        next_pos=copy(state.next_pos), logits=copy(state.logits))
+        next_pos=copy(state.next_pos), logits=copy(state.logits)))
 
 
 def _decode_step(model: Qwen25VL, state: DecodeState, max_len: int):
@@ -162,8 +198,9 @@ def _decode_step(model: Qwen25VL, state: DecodeState, max_len: int):
     return new_state, tokens, logprobs, act
 
 
-@functools.partial(jax.jit, static_argnums=(0, 3, 4, 5), donate_argnums=2)
-def decode(graphdef, params, state: DecodeState, num_steps: int, max_len: int, window: int):
+@functools.partial(jax.jit, static_argnums=(0, 3, 4, 5, 6), donate_argnums=2)
+def decode(graphdef, params, state: DecodeState, num_steps: int, max_len: int, window: int,
+           layout: Layout = Layout()):
     """Up to `num_steps` decode steps for every active slot in one call; stops early when none is.
 
     The loop runs on a copy of the first `window` cache positions, written back at the end, so
@@ -184,9 +221,10 @@ def decode(graphdef, params, state: DecodeState, num_steps: int, max_len: int, w
     def body(carry):
         i, state, (toks, lps, emitted) = carry
         state, tokens, logprobs, act = _decode_step(model, state, max_len)
-        return i + 1, state, (toks.at[i].set(tokens), lps.at[i].set(logprobs), emitted.at[i].set(act))
+        return i + 1, layout.pin(state), (toks.at[i].set(tokens), lps.at[i].set(logprobs), emitted.at[i].set(act))
 
     full_cache = state.cache
     state = dataclasses.replace(state, cache=full_cache.window(window))
-    _, state, outputs = jax.lax.while_loop(cond, body, (0, state, outputs))
-    return dataclasses.replace(state, cache=full_cache.put_window(state.cache)), *outputs
+    _, state, outputs = jax.lax.while_loop(cond, body, (0, layout.pin(state), outputs))
+    state = layout.pin(dataclasses.replace(state, cache=full_cache.put_window(state.cache)))
+    return state, *layout.pin_replicated(outputs)  # every host reads them

@@ -1,4 +1,7 @@
-"""The engine on parameters sharded over a (2, 2, 2) mesh: the same greedy tokens as on one device."""
+"""The engine on parameters sharded over a (2, 2, 2) mesh: the decode state is sharded too (KV
+cache by slots and kv heads), outputs equal one device's, and no program gathers the cache."""
+
+import re
 
 import jax
 import numpy as np
@@ -6,22 +9,66 @@ from flax import nnx
 
 from gog_jax import sharding
 from gog_jax.models.qwen2_5_vl import Qwen25VL, presets
-from gog_jax.sampling import Engine, SamplingParams
+from gog_jax.sampling import Engine, SamplingParams, programs
+
+SLOTS = 4
 
 
-def test_sharded_params_same_greedy_output():
+def _sharded(engine: Engine, model: Qwen25VL) -> Engine:
+    mesh = sharding.make_mesh((2, 2, 2))
+    state = nnx.state(model)
+    engine.update_params(sharding.put(state, sharding.state_shardings(state, mesh)))
+    return engine
+
+
+def _session_tokens(engine: Engine, prompt, observation) -> list[list[int]]:
+    """Open, fork into 3, decode, append an observation to each, decode again."""
+    params = SamplingParams(temperature=1.0, max_new_tokens=6, ignore_eos=True)
+    group = engine.fork(engine.open(prompt, params, seed=7), 3)
+    for _ in range(2):
+        done = []
+        while len(done) < len(group):
+            done += engine.step()
+        if len(group[0].tokens) > len(prompt) + 6:
+            break
+        for s in group:
+            engine.append(s, observation)
+            engine.resume(s)
+    return [s.tokens for s in group]
+
+
+def test_sharded_state_same_outputs_and_no_cache_gathers():
     model = Qwen25VL(presets.model_config(presets.get("tiny")), rngs=nnx.Rngs(3))
     rng = np.random.default_rng(0)
     requests = [dict(input_ids=rng.integers(20, 1000, n)) for n in (5, 17, 9)]
     params = SamplingParams(temperature=0.0, max_new_tokens=12, ignore_eos=True)
-    single = Engine(model, num_slots=4, max_seq_len=128, decode_steps=4).generate(requests, params)
+    prompt, observation = rng.integers(20, 1000, 11), rng.integers(20, 1000, 7)
+    single = Engine(model, num_slots=SLOTS, max_seq_len=128, decode_steps=4)
+    expected = single.generate(requests, params)
+    expected_sessions = _session_tokens(single, prompt, observation)
 
-    engine = Engine(model, num_slots=4, max_seq_len=128, decode_steps=4)
-    mesh = sharding.make_mesh((2, 2, 2))
-    state = nnx.state(model)
-    engine.update_params(sharding.put(state, sharding.state_shardings(state, mesh)))
-    assert len(jax.tree.leaves(engine.state)[0].sharding.device_set) == 8
-    sharded = engine.generate(requests, params)
-    for a, b in zip(single, sharded):
+    engine = _sharded(Engine(model, num_slots=SLOTS, max_seq_len=128, decode_steps=4), model)
+    k = engine.state.cache.k[0]  # [slots, kv_heads, head_dim, C]: slots over data x fsdp, heads over tensor
+    layout = k.sharding
+    assert len(layout.device_set) == 8
+    assert layout.shard_shape(k.shape)[:2] == (SLOTS // 4, k.shape[1] // 2)
+    assert engine.state.active.sharding.is_fully_replicated  # what the host reads after each call
+    for a, b in zip(expected, engine.generate(requests, params)):
         np.testing.assert_array_equal(a.token_ids, b.token_ids)
         np.testing.assert_allclose(a.logprobs, b.logprobs, atol=1e-4)
+    assert _session_tokens(engine, prompt, observation) == expected_sessions
+    assert engine.state.cache.k[0].sharding.is_equivalent_to(layout, 4)  # every program kept the layout
+
+    # a fork or a prefill moves one slot's row, never the cache: no all-gather yields all slots
+    targets = np.zeros(SLOTS, bool)
+    texts = [programs.fork.lower(engine.state, 0, targets, engine.layout).compile().as_text()]
+    tokens, positions = np.zeros(16, np.int32), np.zeros((3, 16), np.int32)
+    graph = engine._graph  # pylint: disable=protected-access
+    texts.append(programs.append.lower(graph, engine.params, engine.state, 1, 0, tokens, positions, 16, 16, None, 0,
+                                       128, engine.layout).compile().as_text())
+    for text in texts:
+        gathered = re.findall(r"= f32\[(\d+),[^\]]*\][^\n]* all-gather\(", text)
+        assert str(SLOTS) not in gathered, gathered
+    # what the host reads after a decode call is replicated: every host of a pod can read it
+    state, *outputs = programs.decode(graph, engine.params, engine.state, 4, 128, 128, engine.layout)
+    assert all(x.sharding.is_fully_replicated for x in (*outputs, state.active, state.finish))

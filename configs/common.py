@@ -64,7 +64,7 @@ def sft(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
         num_questions=2400,      # demonstrations to write (train split)
         glance_only_share=0.5,   # of gaze questions demonstrated by the glance-only baseline (RL headroom)
         wrong_crop_share=0.25,   # oracle episodes that gaze wrongly first, then reflect
-        epochs=3, steps=600,     # steps > 0 overrides epochs
+        epochs=3, steps=520,     # steps > 0 overrides epochs (520: the main job fits its 15 minutes)
         micro_batches=1,         # packed batches per optimizer step (gradient accumulation)
         learning_rate=3e-3, schedule="cosine", warmup_steps=10,
         cache_dir="~/.cache/gog_jax/sft",  # exported SFT checkpoints by config hash ("" disables)

@@ -86,8 +86,7 @@ class Layout:
         return state if self.cache is None else jax.lax.with_sharding_constraint(state, self.shardings(state))
 
     def pin_replicated(self, tree):
-        return tree if self.cache is None else jax.tree.map(
-            lambda x: jax.lax.with_sharding_constraint(x, self.replicated), tree)
+        return tree if self.cache is None else jax.lax.with_sharding_constraint(tree, self.replicated)
 
 
 class Graph:

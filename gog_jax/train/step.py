@@ -108,13 +108,12 @@ class Learner:
                                     if jnp.issubdtype(x.dtype, jnp.floating)):
             self.master = jax.jit(lambda t: jax.tree.map(lambda x: x.astype(wide), t),
                                   out_shardings=self.shardings["trainable"])(self.trainable)
-        updated = self.trainable if self.master is None else self.master  # what the optimizer updates
         # moments shard like their parameters; scalars (step counts) are replicated
         per_leaf = jax.tree.map(lambda s, sub: jax.tree.map(lambda _: s, sub), self.shardings["trainable"], trainable)
         self.shardings["opt_state"] = optax.tree_map_params(
-            optimizer, lambda _, s: s, jax.eval_shape(optimizer.init, updated), per_leaf,
+            optimizer, lambda _, s: s, jax.eval_shape(optimizer.init, self.optimized), per_leaf,
             transform_non_params=lambda _: NamedSharding(mesh, PartitionSpec()))
-        self.opt_state = jax.jit(optimizer.init, out_shardings=self.shardings["opt_state"])(updated)
+        self.opt_state = jax.jit(optimizer.init, out_shardings=self.shardings["opt_state"])(self.optimized)
         self.rules = rules
         self._programs: dict[Any, Any] = {}
 
@@ -123,6 +122,11 @@ class Learner:
     def params(self):
         """The whole model state (trainable + frozen), for the engine and for export; no copy."""
         return nnx.merge_state(self.trainable, self.frozen)
+
+    @property
+    def optimized(self):
+        """What the optimizer updates (and gradients accumulate in): the master copy, if any."""
+        return self.trainable if self.master is None else self.master
 
     def model(self) -> Qwen25VL:
         return nnx.merge(self.graphdef, self.trainable, self.frozen)
@@ -199,7 +203,7 @@ class Learner:
         if not batches:
             raise ValueError("An optimizer step needs at least one micro-batch.")
         programs = self._compiled(batches[0])
-        grads, metrics = programs["zeros"](self.trainable if self.master is None else self.master)
+        grads, metrics = programs["zeros"](self.optimized)
         for batch, scale in zip(batches, scales):
             grads, metrics = programs["accumulate"](grads, metrics, self.trainable, self.frozen, self.reference,
                                                     sharding_lib.put(batch, self.batch_shardings(batch)),

@@ -25,15 +25,17 @@ def _session_tokens(engine: Engine, prompt, observation) -> list[list[int]]:
     """Open, fork into 3, decode, append an observation to each, decode again."""
     params = SamplingParams(temperature=1.0, max_new_tokens=6, ignore_eos=True)
     group = engine.fork(engine.open(prompt, params, seed=7), 3)
-    for _ in range(2):
+
+    def decode_all():
         done = []
         while len(done) < len(group):
             done += engine.step()
-        if len(group[0].tokens) > len(prompt) + 6:
-            break
-        for s in group:
-            engine.append(s, observation)
-            engine.resume(s)
+
+    decode_all()
+    for s in group:
+        engine.append(s, observation)
+        engine.resume(s)
+    decode_all()
     return [s.tokens for s in group]
 
 

@@ -37,7 +37,8 @@ def sampling_params(config, temperature: float | None = None) -> SamplingParams:
 
 def loss_config(config) -> LossConfig:
     g = config.grpo
-    return LossConfig(kind="grpo", vocab_chunk=config.loss.vocab_chunk, remat=config.loss.remat, clip_low=g.clip_low,
+    return LossConfig(kind="grpo", vocab_chunk=config.loss.vocab_chunk, remat=config.loss.remat,
+                      attention_block=config.loss.attention_block, clip_low=g.clip_low,
                       clip_high=g.clip_high, kl_coef=g.kl_coef, is_cap=g.is_cap or None, aggregation=g.aggregation,
                       norm_length=g.norm_length or None, max_segments=config.pack.max_segments)
 

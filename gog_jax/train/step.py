@@ -38,6 +38,7 @@ class LossConfig:
     kind: str = "sft"
     vocab_chunk: int = 4096
     remat: bool = False
+    attention_block: int = 128  # causal attention in query blocks (decoder.forward); 0: one piece
     clip_low: float = 0.2
     clip_high: float = 0.28
     kl_coef: float = 0.0
@@ -59,7 +60,8 @@ def batch_logprobs(model: Qwen25VL, batch: Batch, cfg: LossConfig) -> tuple[jax.
     features = jax.vmap(model.encode_images)(batch.pixel_values, batch.vision)  # [N, U, D]
     features = features.reshape(-1, features.shape[-1])[batch.feature_index]
     hidden, _ = model.forward(batch.tokens, batch.positions, segment_ids=batch.segment_ids,
-                              image_features=features, remat=cfg.remat)
+                              image_features=features, remat=cfg.remat,
+                              attention_block=cfg.attention_block)
     return losses.token_logprobs(hidden, lm_head_kernel(model), batch.targets, chunk_size=cfg.vocab_chunk)
 
 

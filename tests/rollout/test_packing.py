@@ -65,10 +65,11 @@ def test_too_long_or_too_many_images_are_dropped(setup):
     assert set(packed.dropped) == {"ex0", "ex3"}  # the two with a crop need 2 image slots
 
 
-def test_packed_logprobs_equal_unpacked_forward(setup):
+@pytest.mark.parametrize("attention_block", [0, 48])  # 48: blocks that do not divide the row
+def test_packed_logprobs_equal_unpacked_forward(setup, attention_block):
     _, model, examples = setup
     packed = Packed(examples, model.config, VISION, PackConfig(rows=2, seq_len=256, image_slots=4, image_patches=48))
-    cfg = LossConfig(vocab_chunk=300)
+    cfg = LossConfig(vocab_chunk=300, attention_block=attention_block)
     for i in range(len(packed)):
         b = packed.batch(i)
         lp = np.asarray(jax.jit(batch_logprobs, static_argnums=2)(model, b, cfg))

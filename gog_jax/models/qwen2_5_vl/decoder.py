@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from gog_jax.models.layers import Linear, RMSNorm, SwiGLU, apply_rotary, attention
+from gog_jax.models.layers import Linear, RMSNorm, SwiGLU, apply_rotary, causal_attention
 from gog_jax.models.qwen2_5_vl.config import ModelConfig, TextConfig
 
 
@@ -124,14 +124,15 @@ class Attention(nnx.Module):
                              rngs=rngs)
         self.o_proj = Linear(self.num_heads * h, d, use_bias=False, axes=("q_heads", "embed"), dtype=dtype, rngs=rngs)
 
-    def __call__(self, x, cos, sin, mask, cache: "LayerCache | None"):
-        """x [B, T, D]; with a cache, this chunk's keys/values are scattered into it first."""
+    def __call__(self, x, cos, sin, mask, cache: "LayerCache | None", attention_block: int = 0):
+        """x [B, T, D]; with a cache, this chunk's keys/values are scattered into it first.
+        Without one, `attention_block` > 0 skips the masked upper triangle (`causal_attention`)."""
         b, t, _ = x.shape
         q = apply_rotary(self.q_proj(x).reshape(b, t, self.num_heads, self.head_dim), cos, sin)
         k = apply_rotary(self.k_proj(x).reshape(b, t, self.num_kv_heads, self.head_dim), cos, sin)
         v = self.v_proj(x).reshape(b, t, self.num_kv_heads, self.head_dim)
         if cache is None:
-            out = attention(q, k, v, mask)
+            out = causal_attention(q, k, v, mask, attention_block)
         else:
             cache = cache.write(k, v)
             out = cached_attention(q, *cache.read(), mask)
@@ -145,8 +146,8 @@ class DecoderLayer(nnx.Module):
         self.post_attention_layernorm = RMSNorm(cfg.hidden_size, eps=cfg.rms_norm_eps, dtype=dtype)
         self.mlp = SwiGLU(cfg.hidden_size, cfg.intermediate_size, use_bias=False, dtype=dtype, rngs=rngs)
 
-    def __call__(self, x, cos, sin, mask, cache):
-        attn, cache = self.self_attn(self.input_layernorm(x), cos, sin, mask, cache)
+    def __call__(self, x, cos, sin, mask, cache, attention_block: int = 0):
+        attn, cache = self.self_attn(self.input_layernorm(x), cos, sin, mask, cache, attention_block)
         x = x + attn
         return x + self.mlp(self.post_attention_layernorm(x)), cache
 
@@ -194,7 +195,7 @@ def forward(decoder: Decoder, tokens: jax.Array, positions: jax.Array, *, image_
             segment_ids: jax.Array | None = None, image_features: jax.Array | None = None,
             cache: KVCache | None = None, cache_index: jax.Array | None = None,
             cache_rows: jax.Array | None = None, attend_len: int | None = None, remat: bool = False,
-            ) -> tuple[jax.Array, KVCache | None]:
+            attention_block: int = 0) -> tuple[jax.Array, KVCache | None]:
     """The one functional forward. tokens [B, T], positions [3, B, T] -> (final hidden [B, T, D], cache).
 
     segment_ids [B, T]: 0 marks padding, distinct ids separate packed sequences (no cache).
@@ -204,7 +205,8 @@ def forward(decoder: Decoder, tokens: jax.Array, positions: jax.Array, *, image_
     `attend_len` (static; default all) cache positions, so a decode over short sequences in a
     long cache costs what the sequences need. Logits are left to the caller
     (`Qwen25VL.logits`), so trainers can take log-probs in vocabulary chunks instead of
-    materialising [B, T, vocab]. `remat` (no cache) recomputes each block in the backward pass.
+    materialising [B, T, vocab]. `remat` (no cache) recomputes each block in the backward pass;
+    `attention_block` (no cache) computes causal attention in query blocks of that many tokens.
     """
     if segment_ids is None:
         segment_ids = jnp.ones(tokens.shape, jnp.int32)
@@ -215,10 +217,10 @@ def forward(decoder: Decoder, tokens: jax.Array, positions: jax.Array, *, image_
     mask = attention_mask(segment_ids, cache_index, attend_len)
     if cache is None:
         for layer in decoder.layers:
+            call = type(layer).__call__
             if remat:  # training: keep only each block's input, recompute the rest
-                x, _ = nnx.remat(type(layer).__call__)(layer, x, cos, sin, mask, None)
-            else:
-                x, _ = layer(x, cos, sin, mask, None)
+                call = nnx.remat(call, static_argnums=(6,))
+            x, _ = call(layer, x, cos, sin, mask, None, attention_block)
         return decoder.norm(x), None
     slots = cache_index[:, None] + jnp.arange(tokens.shape[1])[None, :]
     keys, values = [], []

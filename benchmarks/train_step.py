@@ -38,7 +38,7 @@ def conversation(tokenizer, seed: int, max_tokens: int) -> Example:
     """A question image (224x168), then glance/gaze turns (every other one returning a 112x112 crop)
     and a final answer: as many turns as fit in `max_tokens`."""
     rng = np.random.default_rng(seed)
-    head = [protocol.Turn("system", (protocol.system_prompt(brief=True),)),
+    head = [protocol.Turn("system", (protocol.system_prompt(style="brief"),)),
             protocol.question_turn(f"What is shown in picture {seed}?", _image(rng, 224, 168))]
     answer = protocol.assistant_turn("<think>the crops agree</think><answer>a cat</answer>")
     body, best = [], None

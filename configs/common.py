@@ -40,7 +40,7 @@ def base(mode: str) -> ml_collections.ConfigDict:
     c.world = ml_collections.ConfigDict(flat_config(WORLD_PRESETS["default"]))
     c.index_dir = ""
     c.env = ml_collections.ConfigDict(dict(max_turns=5, top_k=3, max_response_tokens=512, fault_rate=0.0, seed=0,
-                                           brief_prompt=True, relative_coords=False))
+                                           prompt="empty", relative_coords=False))
     c.accuracy = "exact_match"
     c.lam = 0.1  # r = (1 - lam) * r_acc + lam * r_fmt
     c.tool_workers = 8

@@ -69,6 +69,6 @@ def real_checkpoint(c: ml_collections.ConfigDict) -> None:
     """Settings of a released Qwen2.5-VL checkpoint (7B) on real photos, in place of the tiny world's."""
     c.model.dtype = "bfloat16"
     c.vision.update(min_pixels=56 * 56, max_pixels=1280 * 28 * 28)
-    c.env.update(brief_prompt=False, max_response_tokens=8192)
+    c.env.update(prompt="full", max_response_tokens=8192)
     c.engine.update(num_slots=16, max_seq_len=8192, decode_steps=32)
     c.max_new_tokens = 1024

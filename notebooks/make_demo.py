@@ -67,7 +67,7 @@ wrong emblem on purpose, reads the results, says why that was wrong, and crops a
 from gog_jax.eval.episodes import Episode
 from gog_jax.world import oracle
 
-env_config = env_lib.EnvConfig(brief_prompt=True)
+env_config = env_lib.EnvConfig(prompt="brief")
 env = env_lib.GoGEnv(backend, env_config)
 policy = oracle.Oracle(wrong_crop_share=1.0, gaze_config=env_config.gaze)
 meta = oracle.question_meta(world, question)  # ground truth: for the scripted policy only
@@ -127,7 +127,7 @@ from gog_jax.rollout.runner import RolloutRunner
 from gog_jax.sampling import Engine, SamplingParams
 
 engine = Engine(model, num_slots=1, max_seq_len=512, decode_steps=8)
-runner = RolloutRunner(engine, backend, tokenizer, env_lib.EnvConfig(brief_prompt=True, max_turns=3),
+runner = RolloutRunner(engine, backend, tokenizer, env_lib.EnvConfig(prompt="brief", max_turns=3),
                        VisionSpec(max_pixels=168 * 168))
 (trajectory,) = runner.run([oracle.env_question(world, question)], SamplingParams(temperature=0.0, max_new_tokens=24))
 runner.close()"""),

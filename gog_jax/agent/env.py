@@ -56,7 +56,7 @@ class EnvConfig:
     search_timeout_s: float | None = 30.0
     fault_rate: float = 0.0
     seed: int = 0
-    brief_prompt: bool = False
+    prompt: str = "full"  # system prompt style (protocol.PROMPT_STYLES)
     grammar: protocol.Grammar = protocol.DEFAULT_GRAMMAR
     gaze: gaze_lib.GazeConfig = gaze_lib.GazeConfig()
 
@@ -108,7 +108,7 @@ class GoGEnv:
         self.question = question
         self.trace, self.prediction, self.done, self.response_tokens = [], None, False, 0
         system = protocol.system_prompt(self.config.grammar, self.config.gaze.relative_coords,
-                                        brief=self.config.brief_prompt)
+                                        self.config.prompt)
         first = protocol.question_turn(question.question, question.image)
         self.turns = [protocol.Turn("system", (system,)), first]
         return Observation(first)

@@ -232,13 +232,21 @@ class Turn:
         return [p for p in self.parts if not isinstance(p, str)]
 
 
-def system_prompt(grammar: Grammar = DEFAULT_GRAMMAR, relative_coords: bool = False,
-                  brief: bool = False) -> str:
-    """The tool description; `brief` is for tiny models whose whole sequence is ~200 tokens."""
+PROMPT_STYLES = ("full", "brief", "empty")
+
+
+def system_prompt(grammar: Grammar = DEFAULT_GRAMMAR, relative_coords: bool = False, style: str = "full") -> str:
+    """The tool description. "brief" and "empty" are for tiny models trained from scratch, whose
+    whole sequence is ~200 tokens: a constant prompt tells them nothing the demonstrations do
+    not, and the brief one is still ~30% of an SFT example's tokens (and of its compute)."""
+    if style not in PROMPT_STYLES:
+        raise ValueError(f"Unknown system prompt style {style!r}; known: {PROMPT_STYLES}.")
     g = grammar
     frame = ("0-1000 relative coordinates" if relative_coords
              else "pixel coordinates of the image as you see it")
-    if brief:
+    if style == "empty":
+        return ""
+    if style == "brief":
         return (f"Answer the question about the image. Think in {g.think_open}{g.think_close}, then act: "
                 f"{g.glance} searches the image, {g.gaze_open}[x1, y1, x2, y2]{g.gaze_close} searches a region, "
                 f"{g.search_open}query{g.search_close} searches text, {g.answer_open}answer{g.answer_close} ends.")
@@ -283,5 +291,5 @@ def assistant_turn(text: str) -> Turn:
 def corpus_texts(grammar: Grammar = DEFAULT_GRAMMAR) -> list[str]:
     """Fixed protocol text (prompts, error messages) to add to a tokenizer's training corpus."""
     g = grammar
-    return [system_prompt(g), system_prompt(g, relative_coords=True), system_prompt(g, brief=True),
+    return [system_prompt(g), system_prompt(g, relative_coords=True), system_prompt(g, style="brief"),
             _usage(g), "No results.", LAST_TURN_NOTE]

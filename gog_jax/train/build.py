@@ -51,7 +51,7 @@ def vision_spec(config) -> VisionSpec:
 def env_config(config) -> env_lib.EnvConfig:
     c = config.env
     return env_lib.EnvConfig(max_turns=c.max_turns, top_k=c.top_k, max_response_tokens=c.max_response_tokens,
-                             fault_rate=c.fault_rate, seed=c.seed, brief_prompt=c.brief_prompt,
+                             fault_rate=c.fault_rate, seed=c.seed, prompt=c.prompt,
                              gaze=gaze_lib.GazeConfig(relative_coords=c.relative_coords, vision=vision_spec(config)))
 
 

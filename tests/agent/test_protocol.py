@@ -97,3 +97,10 @@ def test_observation_turn_puts_crop_before_results():
     assert turn.parts[0] == "<information>" and turn.parts[1] is crop
     assert turn.parts[2] == "1. Vorlak: a firm</information>"
     assert protocol.observation_turn("err").parts == ("<information>err</information>",)
+
+
+def test_system_prompt_styles():
+    full, brief = protocol.system_prompt(), protocol.system_prompt(style="brief")
+    assert "<glance/>" in brief and len(brief) < len(full) and protocol.system_prompt(style="empty") == ""
+    with pytest.raises(ValueError, match="Unknown system prompt style"):
+        protocol.system_prompt(style="short")

@@ -98,7 +98,7 @@ def _small_model_run(config, checkpoint):
     """Short episodes on a small engine: the test checks the plumbing, not what random weights say."""
     config.model.checkpoint = checkpoint
     config.model.dtype = "float32"
-    config.env.update(max_turns=2, brief_prompt=True)
+    config.env.update(max_turns=2, prompt="brief")
     config.engine.update(num_slots=2, max_seq_len=512, decode_steps=8)
     config.vision.max_pixels = 168 * 168
     config.max_new_tokens = 8
@@ -150,7 +150,7 @@ def test_model_policy_on_a_benchmark(checkpoint, tmp_path, monkeypatch):
 
     config = _get_config(f"benchmark=livevqa,data={data},image_dir={images}")
     assert config.policy == "model" and config.accuracy == "" and evaluate_lib.accuracy_name(config) == "llm_judge"
-    assert config.env.brief_prompt is False and config.model.dtype == "bfloat16"  # a real checkpoint's settings
+    assert config.env.prompt == "full" and config.model.dtype == "bfloat16"  # a real checkpoint's settings
     config = _small_model_run(config, checkpoint)
     config.accuracy = "f1"  # set: overrides the benchmark's LLM judge
     summary = main_lib.run_mode(config, str(tmp_path / "work"))

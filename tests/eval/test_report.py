@@ -61,7 +61,7 @@ def oracle_episodes():
     world = build_world(SMALL_WORLD)
     questions = world.questions["test"][:10]
     assert {q.kind for q in questions} == {"no_search", "glance", "gaze"}
-    env_config = env_lib.EnvConfig(brief_prompt=True)
+    env_config = env_lib.EnvConfig(prompt="brief")
     policy = oracle_lib.Oracle(wrong_crop_share=1.0, gaze_config=env_config.gaze)
     return run_scripted(world, world_backend(world), policy, env_config, questions)
 

@@ -40,7 +40,7 @@ def _runner(parts, backend=None, max_seq_len=768, **env):
     _, default_backend, model, tokenizer, _ = parts
     engine = Engine(model, num_slots=8, max_seq_len=max_seq_len, decode_steps=8)
     return RolloutRunner(engine, backend or default_backend, tokenizer,
-                         env_lib.EnvConfig(brief_prompt=True, max_turns=3, **env), VISION)
+                         env_lib.EnvConfig(prompt="brief", max_turns=3, **env), VISION)
 
 
 PARAMS = SamplingParams(temperature=1.0, max_new_tokens=24)

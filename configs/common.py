@@ -47,11 +47,11 @@ def base(mode: str) -> ml_collections.ConfigDict:
     c.overlap_tools = False  # True: tools run while other slots decode (faster, timing-dependent floats)
 
     c.engine = ml_collections.ConfigDict(dict(num_slots=64, max_seq_len=768, decode_steps=16))
-    c.pack = ml_collections.ConfigDict(dict(rows=6, seq_len=768, image_slots=18, image_patches=144,
+    c.pack = ml_collections.ConfigDict(dict(rows=4, seq_len=768, image_slots=30, image_patches=144,
                                             max_segments=8))
     c.optim = ml_collections.ConfigDict(dict(weight_decay=0.0, clip_norm=1.0,
                                             master_dtype="float32"))  # master copy of narrower (bf16) params
-    c.loss = ml_collections.ConfigDict(dict(vocab_chunk=512, remat=False))
+    c.loss = ml_collections.ConfigDict(dict(vocab_chunk=512, remat=False, attention_block=128))
     c.checkpoint = ml_collections.ConfigDict(dict(every=20, keep=2, async_save=True))
     c.log_every_seconds = 20.0
     return c
@@ -64,7 +64,8 @@ def sft(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
         num_questions=2400,      # demonstrations to write (train split)
         glance_only_share=0.5,   # of gaze questions demonstrated by the glance-only baseline (RL headroom)
         wrong_crop_share=0.25,   # oracle episodes that gaze wrongly first, then reflect
-        epochs=3, steps=520,     # steps > 0 overrides epochs (520: the main job fits its 15 minutes)
+        rename_share=1.0,        # episodes with every name and year swapped (world/rename.py: no memorising)
+        epochs=3, steps=850,     # steps > 0 overrides epochs (850: the main job fits its 15 minutes)
         micro_batches=1,         # packed batches per optimizer step (gradient accumulation)
         learning_rate=3e-3, schedule="cosine", warmup_steps=10,
         cache_dir="~/.cache/gog_jax/sft",  # exported SFT checkpoints by config hash ("" disables)
@@ -107,7 +108,7 @@ def curriculum(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
 def evaluation(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     """Held-out greedy evaluation before and after GRPO (the main job's headline numbers)."""
     del c
-    return ml_collections.ConfigDict(dict(split="test", num_questions=256, probe_questions=64, pictures=8))
+    return ml_collections.ConfigDict(dict(split="test", num_questions=600, probe_questions=64, pictures=8))
 
 
 def small_world(c: ml_collections.ConfigDict) -> None:

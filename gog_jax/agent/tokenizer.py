@@ -38,7 +38,7 @@ SPECIAL_TOKENS: dict[str, int] = {
     "</information>": 17,
 }
 
-DEFAULT_VOCAB_SIZE = 1024
+DEFAULT_VOCAB_SIZE = 2048
 
 # Qwen2's pre-tokenizer split (digits one by one); the same split for ours keeps chunk
 # boundaries (after "\n" and around special tokens) tokenisation-neutral for both.

@@ -109,7 +109,7 @@ def prepare_data(config, workdir: str) -> str:
         demos = write_demonstrations(world, backend, os.path.dirname(data), split="train",
                                      glance_only_share=c.glance_only_share, wrong_crop_share=c.wrong_crop_share,
                                      env_config=build.env_config(config), num_questions=c.num_questions,
-                                     seed=config.seed)
+                                     seed=config.seed, rename_share=c.rename_share)
         logging.info("demonstrations: %s", demos)
     hosts.barrier("sft:demonstrations")
     return data
@@ -129,7 +129,8 @@ def train(config, workdir: str, data: str) -> dict[str, Any]:
     logging.info("SFT: %d examples (%d dropped, %s skipped) in %d batches, %d steps", len(packed.examples),
                  len(packed.dropped), skipped, len(packed), total)
     learner = Learner(model, build.optimizer(config, c, total), LossConfig(
-        kind="sft", vocab_chunk=config.loss.vocab_chunk, remat=config.loss.remat), build.mesh(config),
+        kind="sft", vocab_chunk=config.loss.vocab_chunk, remat=config.loss.remat,
+        attention_block=config.loss.attention_block), build.mesh(config),
         build.rules(config), lora=bool(config.lora.rank), master_dtype=config.optim.master_dtype or None)
     ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"), every=config.checkpoint.every,
                                    keep=config.checkpoint.keep, async_save=config.checkpoint.async_save)

@@ -1,8 +1,9 @@
 """The embedded default tokenizer: trained on the world's text, shipped as a package asset.
 
 The corpus is everything the tiny model reads or writes in the default world: the protocol's
-prompts and messages, the knowledge base (titles and pages), every question and answer, and
-the assistant turns and observations of scripted episodes (oracle and glance-only). Training
+prompts and messages, the knowledge base (titles and pages), every question and answer, every
+proper name equally often (so each is one token), and the assistant turns and observations of
+scripted episodes (oracle and glance-only). Training
 is deterministic, so `python -m gog_jax.world.corpus` regenerates `gog_jax/assets/tokenizer/`
 byte for byte (a test checks it).
 """
@@ -18,6 +19,7 @@ from gog_jax.eval.episodes import run_episode
 from gog_jax.world import index as index_lib
 from gog_jax.world import oracle as oracle_lib
 from gog_jax.world.kb import entity_page
+from gog_jax.world.rename import name_words
 from gog_jax.world.world import SPLITS, World, WorldConfig, build_world
 
 ASSET_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "assets", "tokenizer")
@@ -61,8 +63,21 @@ def episode_texts(world: World, backend, episodes_per_policy: int = 300, split: 
     return texts
 
 
+def name_texts(world: World, repeats: int = 50) -> list[str]:
+    """Every proper-name word of the world, equally often, so that each becomes one token.
+
+    Without these, a name's tokenisation follows how often the corpus mentions it: the
+    training split's entities (most questions, all scripted episodes) became single tokens and
+    the held-out entities split into 3-5 pieces, a train/test shift in the very tokens that the
+    search questions make the model copy.
+    """
+    words = name_words(world)  # after a space (" Name") and at a line's start ("<think>Name ...")
+    return [" ".join(words)] * repeats + ["\n".join(words)] * repeats
+
+
 def corpus(world: World, backend) -> list[str]:
-    return protocol.corpus_texts() + error_texts() + world_texts(world) + episode_texts(world, backend)
+    return (protocol.corpus_texts() + error_texts() + world_texts(world) + name_texts(world)
+            + episode_texts(world, backend))
 
 
 def build_default_tokenizer(config: WorldConfig = WorldConfig(), vocab_size: int = DEFAULT_VOCAB_SIZE) -> Tokenizer:

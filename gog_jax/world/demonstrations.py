@@ -3,7 +3,9 @@
 An SFT policy cloned from a perfect oracle gives GRPO groups with zero reward variance, so the
 mixture replaces the oracle by the glance-only baseline on `glance_only_share` of the gaze
 questions (DESIGN.md §6): the cloned policy then sometimes glances where it should gaze, and
-RL has something to fix.
+RL has something to fix. A `rename_share` of the episodes is renamed (`rename.Renamer`): fresh
+names and years throughout, so that the cloned policy reads its answers from the search results
+instead of memorising the training entities.
 """
 
 import json
@@ -19,28 +21,35 @@ from gog_jax.eval.episodes import run_episode
 from gog_jax.train import build
 from gog_jax.world import oracle as oracle_lib
 from gog_jax.world.index import world_backend
+from gog_jax.world.rename import Renamer
 from gog_jax.world.world import World, WorldConfig, build_world
 
 
 def demonstration_policy(qid: str, kind: str, glance_only_share: float, seed: int) -> str:
     """'glance_only' for a deterministic `glance_only_share` of gaze questions, else 'oracle'."""
-    u = zlib.crc32(f"mixture/{seed}/{qid}".encode()) / 2**32
-    return "glance_only" if kind == "gaze" and u < glance_only_share else "oracle"
+    return "glance_only" if kind == "gaze" and _uniform("mixture", qid, seed) < glance_only_share else "oracle"
+
+
+def _uniform(purpose: str, qid: str, seed: int) -> float:
+    return zlib.crc32(f"{purpose}/{seed}/{qid}".encode()) / 2**32
 
 
 def write_demonstrations(world: World, backend, out_dir: str, split: str = "train", glance_only_share: float = 0.5,
                          wrong_crop_share: float = 0.25, env_config: env_lib.EnvConfig = env_lib.EnvConfig(),
-                         num_questions: int = -1, seed: int = 0) -> dict[str, Any]:
-    """Writes `out_dir/demonstrations.jsonl` (+ `out_dir/images/`); returns counts and accuracies."""
+                         num_questions: int = -1, seed: int = 0, rename_share: float = 0.0) -> dict[str, Any]:
+    """Writes `out_dir/demonstrations.jsonl` (+ `out_dir/images/`); returns counts and accuracies
+    (of the episodes as played, before any renaming)."""
     policies = {
         "oracle": oracle_lib.Oracle(wrong_crop_share, env_config.gaze, env_config.grammar, seed=seed),
         "glance_only": oracle_lib.GlanceOnlyOracle([e.name for e in world.entities], env_config.grammar),
     }
     env = env_lib.GoGEnv(backend, env_config)
+    renamer = Renamer(world, seed)
     questions = world.questions[split]
     questions = questions if num_questions < 0 else questions[:num_questions]
     os.makedirs(os.path.join(out_dir, "images"), exist_ok=True)
     counts = {"oracle": 0, "glance_only": 0}
+    renamed = 0
     correct = {"oracle": 0, "glance_only": 0}
     path = os.path.join(out_dir, "demonstrations.jsonl")
     with open(path, "w", encoding="utf-8") as f:
@@ -54,10 +63,13 @@ def write_demonstrations(world: World, backend, out_dir: str, split: str = "trai
             boxes = [rec["box"] for rec in result.trace if rec.get("box") is not None]
             meta = {**result.meta, "answer": list(question.answers), "policy": name, "accuracy": accuracy}
             record = trajectory.to_record(question.qid, result.turns, boxes, image_path, meta)
+            if _uniform("rename", question.qid, seed) < rename_share:
+                record = renamer(record, question.qid)
+                renamed += 1
             f.write(_dumps(record) + "\n")
             counts[name] += 1
             correct[name] += accuracy
-    return {"path": path, "counts": counts,
+    return {"path": path, "counts": counts, "renamed": renamed,
             "accuracy": {k: correct[k] / counts[k] if counts[k] else 0.0 for k in counts}}
 
 

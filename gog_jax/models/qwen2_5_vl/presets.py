@@ -26,7 +26,7 @@ def _tiny_tokens() -> dict:
 def _preset(name: str) -> dict:
     if name == "tiny":  # ~1.5M params: learns in minutes on 2 CPU cores (DESIGN §6).
         return dict(
-            text=dict(vocab_size=1024, hidden_size=128, intermediate_size=384, num_hidden_layers=4,
+            text=dict(vocab_size=2048, hidden_size=128, intermediate_size=384, num_hidden_layers=4,
                       num_attention_heads=4, num_key_value_heads=2, mrope_section=(4, 6, 6),
                       max_position_embeddings=4096),
             vision=dict(depth=2, hidden_size=64, intermediate_size=128, num_heads=2, window_size=56,

@@ -1,7 +1,7 @@
 """Sampling throughput: our engine vs transformers `generate` vs a minimal jitted greedy loop,
 and multi-turn appends vs re-prefilling the conversation every turn.
 
-    python -m benchmarks.sampler [--preset small] [--batch 8] [--prompt 64] [--new 128]
+    python -m benchmarks.sampler [--preset small] [--batch 8] [--prompt 64] [--new 128] [--question_image 224]
 
 Same weights, same prompts, greedy, a fixed number of new tokens (EOS ignored). The minimal
 loop (written here, batch prefill + `fori_loop` decode over our model's functional forward)
@@ -46,37 +46,32 @@ def minimal_greedy(graphdef, params, prompts, new_tokens):
     return out
 
 
-def multi_turn(engine: Engine, prompts, observations, image, params, reprefill: bool) -> int:
-    """Each request: decode, then three observations (the second with an image), decoding after each.
+def multi_turn(engine: Engine, prompts, images, observations, params, reprefill: bool) -> int:
+    """Each request: decode, then three observations, decoding after each.
 
-    With `reprefill`, every turn opens a fresh session holding the whole conversation so far.
-    Returns the number of tokens prefilled, to show what each strategy computes.
+    `images[i]` is the image (pixel_values/image_grid_thw kwargs, or None) of the prompt (i = 0)
+    and of observation i. With `reprefill`, every turn opens a fresh session holding the whole
+    conversation so far, images included. Returns the number of tokens prefilled, to show what
+    each strategy computes.
     """
-    pixels, grid = image
-    sessions = [engine.open(p, params) for p in prompts]
+    sessions = [engine.open(p, params, **(images[0] or {})) for p in prompts]
     prefilled = sum(len(p) for p in prompts)
-    history = {id(s): (list(p), []) for s, p in zip(sessions, prompts)}
     for turn in range(len(observations) + 1):
         done = []
         while len(done) < len(sessions):
             done += engine.step()
         if turn == len(observations):
             break
-        obs = observations[turn]
-        with_image = turn == 1
+        obs, kwargs = observations[turn], images[turn + 1] or {}
         new_sessions = []
         for s in sessions:
-            kwargs = dict(pixel_values=pixels, image_grid_thw=grid[None]) if with_image else {}
             if reprefill:
-                tokens, images = history.pop(id(s))
+                seen = [k for k in images[:turn + 2] if k]
+                merged = {name: np.concatenate([k[name] for k in seen])
+                          for name in ("pixel_values", "image_grid_thw")} if seen else {}
                 tokens = s.tokens + list(obs)
-                images = images + ([kwargs] if with_image else [])
                 engine.close(s)
-                merged = (dict(pixel_values=np.concatenate([k["pixel_values"] for k in images]),
-                               image_grid_thw=np.concatenate([k["image_grid_thw"] for k in images]))
-                          if images else {})
                 s = engine.open(np.asarray(tokens), params, **merged)
-                history[id(s)] = (tokens, images)
                 prefilled += len(tokens)
             else:
                 engine.append(s, obs, **kwargs)
@@ -96,6 +91,7 @@ def main():
     parser.add_argument("--prompt", type=int, default=64)
     parser.add_argument("--new", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--question_image", type=int, default=224, help="multi-turn prompt image side (0: text only)")
     args = parser.parse_args()
 
     hf, model = common.twin_models(args.preset)
@@ -133,17 +129,25 @@ def main():
     print(f"gog_jax engine:        {tokens / t_ours:9.1f} tok/s")
     print(f"engine / transformers: {t_hf / t_ours:.2f}x    engine / minimal loop: {t_min / t_ours:.2f}x")
 
-    # Multi-turn: 3 appended observations of 32 tokens (the second with a 112x112 image), 32 new tokens a turn.
+    # Multi-turn, as a GoG episode: the prompt holds the question image (224x224: 64 tokens; the
+    # 7B paper's images are ~1,000 tokens) and its text; 3 observations of 32 tokens follow, the second with a 112x112 crop; 32 new tokens a turn.
     turn_params = SamplingParams(temperature=0.0, max_new_tokens=32, ignore_eos=True)
-    pixels, grid = image_lib.preprocess(rng.integers(0, 256, (112, 112, 3), dtype=np.uint8), max_pixels=112 * 112)
-    n_image = int(np.prod(grid)) // 4
     cfg = model.config
-    observations = [rng.integers(100, 10000, 32),
-                    np.concatenate([[cfg.vision_start_token_id], [cfg.image_token_id] * n_image,
-                                    [cfg.vision_end_token_id], rng.integers(100, 10000, 30)]),
+
+    def image(side):
+        pixels, grid = image_lib.preprocess(rng.integers(0, 256, (side, side, 3), dtype=np.uint8),
+                                            max_pixels=side * side)
+        pads = [cfg.vision_start_token_id] + [cfg.image_token_id] * (int(np.prod(grid)) // 4) + [cfg.vision_end_token_id]
+        return dict(pixel_values=pixels, image_grid_thw=grid[None]), np.asarray(pads)
+
+    question, question_pads = image(args.question_image) if args.question_image else (None, np.zeros(0, int))
+    crop, crop_pads = image(112)
+    turn_prompts = [np.concatenate([question_pads, p]) for p in prompts]
+    observations = [rng.integers(100, 10000, 32), np.concatenate([crop_pads, rng.integers(100, 10000, 30)]),
                     rng.integers(100, 10000, 32)]
+    images = [question, None, crop, None]
     turn_engine = Engine(model, num_slots=args.batch, max_seq_len=1024, decode_steps=32)
-    run = lambda reprefill: multi_turn(turn_engine, list(prompts), observations, (pixels, grid),  # noqa: E731
+    run = lambda reprefill: multi_turn(turn_engine, turn_prompts, images, observations,  # noqa: E731
                                        turn_params, reprefill)
     appended_tokens, reprefilled_tokens = run(False), run(True)
     turns = {False: [], True: []}
@@ -151,7 +155,7 @@ def main():
         for reprefill, runs in turns.items():
             runs.append(common.median_seconds(lambda: run(reprefill), 1, warmup=0))  # noqa: B023
     t_append, t_reprefill = statistics.median(turns[False]), statistics.median(turns[True])
-    print(f"multi-turn (3 observations, one with an image): append {t_append:.2f}s "
+    print(f"multi-turn ({args.question_image}px question image, 3 observations, one with an image): append {t_append:.2f}s "
           f"({appended_tokens} tokens prefilled), re-prefill {t_reprefill:.2f}s ({reprefilled_tokens} tokens "
           f"prefilled): append is {t_reprefill / t_append:.2f}x faster")
 

@@ -130,14 +130,16 @@ def main():
     print(f"engine / transformers: {t_hf / t_ours:.2f}x    engine / minimal loop: {t_min / t_ours:.2f}x")
 
     # Multi-turn, as a GoG episode: the prompt holds the question image (224x224: 64 tokens; the
-    # 7B paper's images are ~1,000 tokens) and its text; 3 observations of 32 tokens follow, the second with a 112x112 crop; 32 new tokens a turn.
+    # 7B paper's images are ~1,000 tokens) and its text; 3 observations of 32 tokens follow, the
+    # second with a 112x112 crop; 32 new tokens a turn.
     turn_params = SamplingParams(temperature=0.0, max_new_tokens=32, ignore_eos=True)
     cfg = model.config
 
     def image(side):
         pixels, grid = image_lib.preprocess(rng.integers(0, 256, (side, side, 3), dtype=np.uint8),
                                             max_pixels=side * side)
-        pads = [cfg.vision_start_token_id] + [cfg.image_token_id] * (int(np.prod(grid)) // 4) + [cfg.vision_end_token_id]
+        pads = ([cfg.vision_start_token_id] + [cfg.image_token_id] * (int(np.prod(grid)) // 4)
+                + [cfg.vision_end_token_id])
         return dict(pixel_values=pixels, image_grid_thw=grid[None]), np.asarray(pads)
 
     question, question_pads = image(args.question_image) if args.question_image else (None, np.zeros(0, int))
@@ -155,7 +157,8 @@ def main():
         for reprefill, runs in turns.items():
             runs.append(common.median_seconds(lambda: run(reprefill), 1, warmup=0))  # noqa: B023
     t_append, t_reprefill = statistics.median(turns[False]), statistics.median(turns[True])
-    print(f"multi-turn ({args.question_image}px question image, 3 observations, one with an image): append {t_append:.2f}s "
+    print(f"multi-turn ({args.question_image}px question image, 3 observations, one with an image): "
+          f"append {t_append:.2f}s "
           f"({appended_tokens} tokens prefilled), re-prefill {t_reprefill:.2f}s ({reprefilled_tokens} tokens "
           f"prefilled): append is {t_reprefill / t_append:.2f}x faster")
 

@@ -3,7 +3,7 @@
 An SFT policy cloned from a perfect oracle gives GRPO groups with zero reward variance, so the
 mixture replaces the oracle by the glance-only baseline on `glance_only_share` of the gaze
 questions (DESIGN.md §6): the cloned policy then sometimes glances where it should gaze, and
-RL has something to fix. A `rename_share` of the episodes is renamed (`rename.Renamer`): fresh
+RL has something to fix. A `rename_share` of the episodes is renamed (`rename.Renamer`): other
 names and years throughout, so that the cloned policy reads its answers from the search results
 instead of memorising the training entities.
 """

@@ -2,7 +2,8 @@
 
 SFT and GRPO share this one path. An `Example` is one conversation as token ids with its loss
 mask, its images and (RL) its per-token sampler log-probs and scalar advantage. `pack` places
-examples (`Packed`) into `rows` rows of `seq_len` tokens (first fit, longest first); each example is a
+examples (`Packed`) into `rows` rows of `seq_len` tokens (first fit, longest first, or in a seeded random
+order where batches are optimizer steps: see `Packed`); each example is a
 segment with its own M-RoPE positions starting at 0, so attention never crosses examples.
 Targets are the next token: position t carries the loss of token t+1, and only where t+1 is an
 assistant token of the same segment, so prompts, observations and image tokens never enter
@@ -77,11 +78,22 @@ def image_inputs(image: np.ndarray, vision: VisionSpec) -> tuple[np.ndarray, np.
                       patch_size=vision.patch_size, merge_size=vision.merge_size)
 
 
+_MIXED_WINDOW = 2  # batches open at once when packing in a random order
+
+
 class Packed:
     """The layout of examples in batches; `batch(i)` builds batch i on demand (images are processed
-    then, so a dataset's worth of patches never sits in host memory)."""
+    then, so a dataset's worth of patches never sits in host memory).
 
-    def __init__(self, examples: Sequence[Example], cfg: ModelConfig, vision: VisionSpec, pack_config: PackConfig):
+    `seed=None` places examples longest first (the tightest packing; right for GRPO, whose step
+    sums all its batches). With a seed they are placed in that seeded random order, so every batch
+    is a random sample of the data: longest-first packing puts examples of one length, and so
+    mostly of one kind, in the same batch, and an SFT step that is one batch then trains on one kind
+    at a time (measured: the tiny model never learned to copy a name or read a colour that way).
+    """
+
+    def __init__(self, examples: Sequence[Example], cfg: ModelConfig, vision: VisionSpec, pack_config: PackConfig,
+                 seed: int | None = None):
         self.cfg, self.vision, self.pack_config = cfg, vision, pack_config
         self.examples: list[Example] = []
         self.dropped: list[str] = []  # ids of examples no batch can hold
@@ -93,8 +105,12 @@ class Packed:
             else:
                 self.dropped.append(example.id)
                 self.reasons[problem] = self.reasons.get(problem, 0) + 1
-        self.layout = _assign_rows([len(e) for e in self.examples], [len(e.images) for e in self.examples],
-                                   pack_config)
+        lengths = [len(e) for e in self.examples]
+        if seed is None:
+            order, window = sorted(range(len(lengths)), key=lambda i: -lengths[i]), None
+        else:  # only the newest batches stay open, so short examples cannot drift to the front
+            order, window = np.random.default_rng(seed).permutation(len(lengths)).tolist(), _MIXED_WINDOW
+        self.layout = _assign_rows(lengths, [len(e.images) for e in self.examples], order, pack_config, window)
         self.tokens = sum(len(e) for e in self.examples)
 
     def __len__(self) -> int:
@@ -125,13 +141,14 @@ def _problem(example: Example, cfg: ModelConfig, vision: VisionSpec, pack: PackC
     return None
 
 
-def _assign_rows(lengths: list[int], image_counts: list[int], pack: PackConfig) -> list[list[list[int]]]:
-    """First-fit decreasing into batches of `rows` rows; returns batches -> rows -> example indices."""
-    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+def _assign_rows(lengths: list[int], image_counts: list[int], order: list[int], pack: PackConfig,
+                 window: int | None) -> list[list[list[int]]]:
+    """First fit, in `order`, into the newest `window` batches (None: all) of `rows` rows each;
+    returns batches -> rows -> example indices."""
     batches: list[dict] = []
     for i in order:
         placed = False
-        for batch in batches:
+        for batch in batches[-window if window else 0:]:
             if batch["images"] + image_counts[i] > pack.image_slots:
                 continue
             for row in batch["rows"]:

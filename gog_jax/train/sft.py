@@ -66,13 +66,19 @@ def data_order(step: int, num_batches: int, per_step: int, seed: int) -> list[in
     return order[k * per_step:(k + 1) * per_step].tolist()
 
 
+# Bumped when a code change alters what SFT trains to from the same config and data (2: batches
+# packed in a seeded random order), so an export cached by an older version is not reused.
+CACHE_VERSION = 2
+
+
 def config_hash(config, data: str) -> str:
     """What determines the SFT result: model, optimisation, world and packing fields, the
-    tokenizer's vocabulary itself (not only its path) and the data's content (the JSONL and the
-    images it names), so an edited dataset or a new demonstration format is never served a stale
-    export. Used as the cache key."""
+    tokenizer's vocabulary itself (not only its path), the data's content (the JSONL and the
+    images it names) and `CACHE_VERSION`, so an edited dataset, a new demonstration format or a
+    changed trainer is never served a stale export. Used as the cache key."""
     keys = ("seed", "model", "tokenizer", "vision", "lora", "world", "env", "pack", "optim", "loss", "sft")
-    blob = json.dumps({k: config[k].to_dict() if hasattr(config[k], "to_dict") else config[k] for k in keys},
+    blob = json.dumps({"version": CACHE_VERSION,
+                       **{k: config[k].to_dict() if hasattr(config[k], "to_dict") else config[k] for k in keys}},
                       sort_keys=True, default=str)
     digest = hashlib.sha256((blob + build.tokenizer(config).backend.to_str()).encode())
     digest.update(data_digest(data).encode())
@@ -123,7 +129,7 @@ def train(config, workdir: str, data: str) -> dict[str, Any]:
     vision = build.vision_spec(config)
     examples, skipped = read_examples(data, tokenizer, vision, build.env_config(config).gaze)
     model = build.model(config)
-    packed = Packed(examples, model.config, vision, build.pack_config(config))
+    packed = Packed(examples, model.config, vision, build.pack_config(config), seed=config.seed)  # mixed batches
     per_step = c.micro_batches
     total = c.steps if c.steps > 0 else c.epochs * max(len(packed) // per_step, 1)
     logging.info("SFT: %d examples (%d dropped, %s skipped) in %d batches, %d steps", len(packed.examples),

@@ -9,7 +9,7 @@ from flax import nnx
 
 from gog_jax.agent import protocol
 from gog_jax.models.qwen2_5_vl import Qwen25VL, presets
-from gog_jax.rollout.packing import PackConfig, Packed, image_inputs
+from gog_jax.rollout.packing import Example, PackConfig, Packed, image_inputs
 from gog_jax.train.step import LossConfig, batch_logprobs
 from gog_jax.world.corpus import default_tokenizer
 from tests.conversations import VISION, example
@@ -95,3 +95,26 @@ def test_stray_image_pad_is_dropped_not_crashed(setup):
                                                                          image_patches=48))
     assert packed.dropped == ["stray"] and packed.reasons == {"image_tokens_mismatch": 1}
     assert packed.batch(0).tokens.shape == (1, 256)
+
+
+def _text_example(length: int, index: int) -> Example:
+    return Example(np.full(length, 7, np.int32), np.ones(length, bool), [], id=f"{length}-{index}")
+
+
+def test_seeded_order_mixes_lengths_in_every_batch(setup):
+    """Longest-first packing fills a batch with one length (in SFT data, one kind of episode); a
+    seeded order makes each batch a sample of the whole set, and is reproducible."""
+    _, model, _ = setup
+    examples = [_text_example(length, i) for i in range(200) for length in (20, 120)]
+    pack = PackConfig(rows=4, seq_len=512, image_slots=1, image_patches=48, max_segments=32)
+
+    def long_share(packed):  # per batch: the share of its examples that are long
+        return np.array([np.mean([len(packed.examples[i]) == 120 for row in batch for i in row])
+                         for batch in packed.layout])
+
+    assert long_share(Packed(examples, model.config, VISION, pack)).min() == 0.0  # the tail: short only
+    seeded = Packed(examples, model.config, VISION, pack, seed=0)
+    assert 0.25 < long_share(seeded).min() and long_share(seeded).max() < 0.85, long_share(seeded)
+    assert seeded.layout == Packed(examples, model.config, VISION, pack, seed=0).layout
+    assert seeded.layout != Packed(examples, model.config, VISION, pack, seed=1).layout
+    assert sorted(i for batch in seeded.layout for row in batch for i in row) == list(range(len(examples)))

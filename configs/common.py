@@ -50,6 +50,7 @@ def base(mode: str) -> ml_collections.ConfigDict:
     c.pack = ml_collections.ConfigDict(dict(rows=4, seq_len=768, image_slots=30, image_patches=144,
                                             max_segments=8))
     c.optim = ml_collections.ConfigDict(dict(weight_decay=0.0, clip_norm=1.0,
+                                            vision_lr_scale=0.1,  # x the stage's rate for the vision tower (optim.py)
                                             master_dtype="float32"))  # master copy of narrower (bf16) params
     c.loss = ml_collections.ConfigDict(dict(vocab_chunk=512, remat=False, attention_block=128))
     c.checkpoint = ml_collections.ConfigDict(dict(every=20, keep=2, async_save=True))

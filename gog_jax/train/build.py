@@ -100,7 +100,7 @@ def optimizer(config, stage, total_steps: int) -> optax.GradientTransformation:
     """AdamW for one stage: its schedule, the shared `config.optim` decay and clipping."""
     o = config.optim
     return optim.make_optimizer(**schedule(stage, total_steps), weight_decay=o.weight_decay,
-                                clip_norm=o.clip_norm or None)
+                                clip_norm=o.clip_norm or None, vision_lr_scale=o.vision_lr_scale)
 
 
 def runner(config, model_: Qwen25VL, backend, tokenizer_: Tokenizer, params=None,

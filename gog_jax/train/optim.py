@@ -35,10 +35,26 @@ def _decay_mask(params):
     return jax.tree.map(lambda x: x.ndim > 1, params)
 
 
+def _scale_vision(scale: float) -> optax.GradientTransformation:
+    """Multiplies the updates of the vision tower's parameters (paths under `visual`) by `scale`."""
+    def update(updates, state, params=None):
+        del params
+        return jax.tree_util.tree_map_with_path(
+            lambda path, u: u * scale if any(getattr(k, "key", None) == "visual" for k in path) else u,
+            updates), state
+    return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
+
+
 def make_optimizer(*, learning_rate: float, schedule: str = "cosine", warmup_steps: int, total_steps: int,
                    weight_decay: float, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8,
-                   clip_norm: float | None, accumulate_steps: int = 1) -> optax.GradientTransformation:
+                   clip_norm: float | None, accumulate_steps: int = 1,
+                   vision_lr_scale: float = 1.0) -> optax.GradientTransformation:
     """clip_by_global_norm(clip_norm) -> adamw(schedule), optionally wrapped in `optax.MultiSteps`.
+
+    `vision_lr_scale` multiplies the vision tower's learning rate (0 freezes it). A randomly
+    initialised tower trained at the decoder's rate can collapse to a large constant output,
+    the cheapest way to silence image noise the decoder has not yet learnt to use (measured on
+    the embedded default; then no answer depends on the image).
 
     accumulate_steps > 1 averages that many successive `update` calls' gradients and applies one
     update on the last (the schedule then counts applied updates). Its state holds a gradient-sized
@@ -51,6 +67,8 @@ def make_optimizer(*, learning_rate: float, schedule: str = "cosine", warmup_ste
     lr = schedule_fn(learning_rate=learning_rate, schedule=schedule, warmup_steps=warmup_steps,
                      total_steps=total_steps)
     adamw = optax.adamw(lr, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay, mask=_decay_mask)
+    if vision_lr_scale != 1.0:
+        adamw = optax.chain(adamw, _scale_vision(vision_lr_scale))
     tx = adamw if clip_norm is None else optax.chain(optax.clip_by_global_norm(clip_norm), adamw)
     if accumulate_steps == 1:
         return tx

@@ -4,7 +4,8 @@
 
 Data: any JSONL of conversations in the trajectory format (DESIGN §2), or, by default, the
 synthetic world's oracle mixture written on the fly. Each conversation is rendered once (the
-only tokenisation), packed into fixed-shape batches and trained on assistant tokens only. The
+only tokenisation), packed in a seeded random order into fixed-shape batches (each batch a
+sample of the whole mixture) and trained on assistant tokens only. The
 data order is a pure function of the step (a per-epoch permutation), so a resumed run sees
 exactly the batches it would have seen. The result is exported as a Hugging Face folder
 (LoRA merged, tokenizer included) that `grpo`, `calibrate` and `eval` load like any checkpoint.
@@ -129,7 +130,7 @@ def train(config, workdir: str, data: str) -> dict[str, Any]:
     vision = build.vision_spec(config)
     examples, skipped = read_examples(data, tokenizer, vision, build.env_config(config).gaze)
     model = build.model(config)
-    packed = Packed(examples, model.config, vision, build.pack_config(config), seed=config.seed)  # mixed batches
+    packed = Packed(examples, model.config, vision, build.pack_config(config), seed=config.seed)
     per_step = c.micro_batches
     total = c.steps if c.steps > 0 else c.epochs * max(len(packed) // per_step, 1)
     logging.info("SFT: %d examples (%d dropped, %s skipped) in %d batches, %d steps", len(packed.examples),

@@ -62,3 +62,18 @@ def test_accumulation_applies_the_mean_every_k_steps():
     single = run(optim.make_optimizer(**kw), [{k: (g1[k] + g2[k]) / 2 for k in g1}])[0]
     for k in single:
         np.testing.assert_allclose(accumulated[1][k], single[k], rtol=1e-6)
+
+
+@pytest.mark.parametrize("scale", [0.0, 0.1])
+def test_vision_lr_scale_scales_only_the_vision_tower(scale):
+    tx = optim.make_optimizer(learning_rate=0.1, schedule="constant", warmup_steps=0, total_steps=10,
+                              weight_decay=0.5, clip_norm=1.0, vision_lr_scale=scale)
+    params = {"visual": _params(), "model": _params()}
+    grads = {"visual": {"kernel": jnp.full((2, 2), 2.0), "bias": jnp.array([3.0, -1.0])},
+             "model": {"kernel": jnp.full((2, 2), 2.0), "bias": jnp.array([3.0, -1.0])}}
+    updates, _ = tx.update(grads, tx.init(params), params)
+    # first adam step: -lr * (sign(g) + decay * p on kernels); the tower's is `scale` times that
+    np.testing.assert_allclose(updates["model"]["kernel"], -0.1 * 1.5 * np.ones((2, 2)), rtol=1e-5)
+    np.testing.assert_allclose(updates["model"]["bias"], [-0.1, 0.1], rtol=1e-5)
+    for k in ("kernel", "bias"):
+        np.testing.assert_allclose(updates["visual"][k], scale * np.asarray(updates["model"][k]), rtol=1e-6)

@@ -35,14 +35,9 @@ def _decay_mask(params):
     return jax.tree.map(lambda x: x.ndim > 1, params)
 
 
-def _scale_vision(scale: float) -> optax.GradientTransformation:
-    """Multiplies the updates of the vision tower's parameters (paths under `visual`) by `scale`."""
-    def update(updates, state, params=None):
-        del params
-        return jax.tree_util.tree_map_with_path(
-            lambda path, u: u * scale if any(getattr(k, "key", None) == "visual" for k in path) else u,
-            updates), state
-    return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
+def _vision_mask(params):
+    return jax.tree_util.tree_map_with_path(
+        lambda path, _: any(getattr(k, "key", None) == "visual" for k in path), params)
 
 
 def make_optimizer(*, learning_rate: float, schedule: str = "cosine", warmup_steps: int, total_steps: int,
@@ -68,7 +63,7 @@ def make_optimizer(*, learning_rate: float, schedule: str = "cosine", warmup_ste
                      total_steps=total_steps)
     adamw = optax.adamw(lr, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay, mask=_decay_mask)
     if vision_lr_scale != 1.0:
-        adamw = optax.chain(adamw, _scale_vision(vision_lr_scale))
+        adamw = optax.chain(adamw, optax.masked(optax.scale(vision_lr_scale), _vision_mask))
     tx = adamw if clip_norm is None else optax.chain(optax.clip_by_global_norm(clip_norm), adamw)
     if accumulate_steps == 1:
         return tx

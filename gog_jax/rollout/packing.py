@@ -16,8 +16,10 @@ the batch's image-pad tokens, where each merged feature lives in the flattened
 [image_slots * image_patches / merge**2] output.
 """
 
+import collections
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent import futures
 
 import jax
 import numpy as np
@@ -119,6 +121,25 @@ class Packed:
     def batch(self, index: int) -> Batch:
         return _build([[self.examples[i] for i in row] for row in self.layout[index]], self.cfg, self.vision,
                       self.pack_config)
+
+    def prefetch(self, index_lists: Iterable[Sequence[int]], ahead: int = 2) -> Iterator[list[Batch]]:
+        """The batches of each index list in turn, built `ahead` lists early in a background thread.
+
+        Building a batch (image preprocessing, positions) is host work of ~20 ms; built in the
+        loop, it runs while the device idles. Order and contents are those of the lists.
+        """
+        def build(indices: Sequence[int]) -> list[Batch]:
+            return [self.batch(i) for i in indices]
+
+        lists = iter(index_lists)
+        with futures.ThreadPoolExecutor(max_workers=1) as pool:
+            pending = collections.deque(pool.submit(build, indices) for _, indices in zip(range(ahead), lists))
+            while pending:
+                batches = pending.popleft().result()
+                following = next(lists, None)  # keep `ahead` lists in flight
+                if following is not None:
+                    pending.append(pool.submit(build, following))
+                yield batches
 
     def trained_tokens(self, index: int) -> int:
         """Loss tokens of batch `index` (a segment's first token is never a target)."""

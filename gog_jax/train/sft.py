@@ -152,10 +152,10 @@ def train(config, workdir: str, data: str) -> dict[str, Any]:
     lr_schedule = optim.schedule_fn(**build.schedule(c, total))
     history = []
     t0 = time.perf_counter()
-    for step in range(start, total):
-        indices = data_order(step, len(packed), per_step, config.seed)
+    orders = [data_order(step, len(packed), per_step, config.seed) for step in range(start, total)]
+    for step, indices, batches in zip(range(start, total), orders, packed.prefetch(orders)):
         tokens = sum(packed.trained_tokens(i) for i in indices)
-        out = learner.step([packed.batch(i) for i in indices], [1.0 / max(tokens, 1)] * len(indices))
+        out = learner.step(batches, [1.0 / max(tokens, 1)] * len(indices))
         out["lr"] = float(lr_schedule(step))
         history.append(out["nll"])
         writer.write_scalars(step + 1, metrics.scalars("sft", out))

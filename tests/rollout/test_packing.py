@@ -9,7 +9,7 @@ from flax import nnx
 
 from gog_jax.agent import protocol
 from gog_jax.models.qwen2_5_vl import Qwen25VL, presets
-from gog_jax.rollout.packing import Example, PackConfig, Packed, image_inputs
+from gog_jax.rollout.packing import Example, PackConfig, Packed, fit_rows, image_inputs
 from gog_jax.train.step import LossConfig, batch_logprobs
 from gog_jax.world.corpus import default_tokenizer
 from tests.conversations import VISION, example
@@ -137,3 +137,12 @@ def test_prefetch_raises_a_build_error_in_the_loop(setup):
     packed = Packed(examples, model.config, VISION, PackConfig(rows=1, seq_len=256, image_slots=4, image_patches=48))
     with pytest.raises(IndexError):
         list(packed.prefetch([[0], [len(packed) + 5]]))
+
+
+def test_fit_rows_keeps_the_tokens_in_rows_as_short_as_the_data_allows():
+    pack = PackConfig(rows=4, seq_len=768, image_slots=30, image_patches=144)
+    assert fit_rows(pack, [100, 476, 300]) == dataclasses.replace(pack, rows=6, seq_len=512)
+    assert fit_rows(pack, [90]) == dataclasses.replace(pack, rows=24, seq_len=128)
+    assert fit_rows(pack, [700]) == pack
+    assert fit_rows(pack, [5000]) == pack  # too long for any row: still dropped by Packed, as before
+    assert fit_rows(pack, [600]) == dataclasses.replace(pack, rows=4, seq_len=640)  # 3072 // 640

@@ -142,7 +142,7 @@ def train(config, workdir: str, data: str) -> dict[str, Any]:
         kind="sft", vocab_chunk=config.loss.vocab_chunk, remat=config.loss.remat,
         attention_block=config.loss.attention_block), build.mesh(config),
         build.rules(config), lora=bool(config.lora.rank), master_dtype=config.optim.master_dtype or None)
-    ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"), every=config.checkpoint.every,
+    ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"), every=config.checkpoint.sft_every,
                                    keep=config.checkpoint.keep, async_save=config.checkpoint.async_save)
     start = 0
     if ckpt.latest_step() is not None:

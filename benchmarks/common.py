@@ -3,6 +3,8 @@
 import statistics
 import time
 
+import jax.numpy as jnp
+import ml_dtypes
 import numpy as np
 import torch
 from flax import nnx
@@ -19,15 +21,26 @@ def hf_config_for(preset: str) -> Qwen2_5_VLConfig:
     return Qwen2_5_VLConfig(**{k: v for k, v in hf.items() if k not in ("architectures", "model_type")})
 
 
-def twin_models(preset: str, seed: int = 0):
-    """(transformers model, our model) holding identical random weights, both float32."""
+def twin_models(preset: str, seed: int = 0, dtype: str = "float32", device: str = "cpu"):
+    """(transformers model, our model) holding identical random weights in `dtype`.
+
+    The transformers model is built on torch `device` (on a GPU its random init takes seconds,
+    not minutes); its tensors reach ours bit for bit (bfloat16 through an int16 view).
+    """
     torch.manual_seed(seed)
-    hf = Qwen2_5_VLForConditionalGeneration(hf_config_for(preset)).eval()
+    with torch.device(device):
+        hf = Qwen2_5_VLForConditionalGeneration(hf_config_for(preset)).to(getattr(torch, dtype)).eval()
     cfg = qwen2_5_vl.ModelConfig.from_hf(hf.config.to_dict())
-    abstract = nnx.eval_shape(lambda: qwen2_5_vl.Qwen25VL(cfg, rngs=nnx.Rngs(0)))
-    state = {k: v.detach().numpy() for k, v in hf.state_dict().items()}
-    ours = qwen2_5_vl.load_tensors(abstract, ((k, v.shape, lambda v=v: v) for k, v in state.items()))
-    return hf, ours
+    abstract = nnx.eval_shape(lambda: qwen2_5_vl.Qwen25VL(cfg, dtype=jnp.dtype(dtype), rngs=nnx.Rngs(0)))
+    tensors = ((k, tuple(v.shape), lambda v=v: _to_numpy(v)) for k, v in hf.state_dict().items())
+    return hf, qwen2_5_vl.load_tensors(abstract, tensors)
+
+
+def _to_numpy(tensor: torch.Tensor) -> np.ndarray:
+    tensor = tensor.detach().cpu()
+    if tensor.dtype == torch.bfloat16:
+        return tensor.view(torch.int16).numpy().view(ml_dtypes.bfloat16)
+    return tensor.numpy()
 
 
 def median_seconds(fn, repeats: int, warmup: int = 1) -> float:

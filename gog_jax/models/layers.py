@@ -58,6 +58,21 @@ class RMSNorm(nnx.Module):
         return self.scale[...] * normed.astype(x.dtype)
 
 
+class LayerNorm(nnx.Module):
+    """LayerNorm (scale and bias) with statistics in float32, as torch computes them."""
+
+    def __init__(self, dim: int, *, eps: float, dtype: jnp.dtype, axis: str = "norm"):
+        self.scale = nnx.Param(jnp.ones((dim,), dtype), logical_axes=(axis,))
+        self.bias = nnx.Param(jnp.zeros((dim,), dtype), logical_axes=(axis,))
+        self.eps = eps
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        x32 = x.astype(jnp.float32)
+        centred = x32 - jnp.mean(x32, axis=-1, keepdims=True)
+        normed = centred * jax.lax.rsqrt(jnp.mean(centred * centred, axis=-1, keepdims=True) + self.eps)
+        return (normed * self.scale[...].astype(jnp.float32) + self.bias[...].astype(jnp.float32)).astype(x.dtype)
+
+
 class SwiGLU(nnx.Module):
     """down(silu(gate(x)) * up(x))."""
 

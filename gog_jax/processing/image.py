@@ -1,8 +1,10 @@
 """Qwen2-VL image processing in NumPy: smart resize, normalisation, patchify, size buckets.
 
 Bit-for-bit the algorithm of transformers' `Qwen2VLImageProcessorPil` (PIL bicubic resize of
-the uint8 image, rescale, CLIP normalisation, temporal duplication, merge-window patch order),
+the uint8 image, rescale, normalisation, temporal duplication, merge-window patch order),
 so pixel values fed to our vision tower equal what the PyTorch model sees, with no torch.
+Qwen2.5-VL's settings are the defaults; Qwen3-VL uses the same processor with `QWEN3_VL`
+(16-pixel patches, so a resize factor of 32, and mean = std = 0.5).
 """
 
 import math
@@ -13,6 +15,8 @@ from PIL import Image
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+# `preprocess` keywords for Qwen3-VL (its preprocessor_config.json; its min/max pixels are the callers' choice)
+QWEN3_VL = dict(patch_size=16, merge_size=2, temporal_patch_size=2, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
 
 
 def smart_resize(height: int, width: int, factor: int = 28, min_pixels: int = 56 * 56,
@@ -82,11 +86,12 @@ def resize(image: np.ndarray, height: int, width: int) -> np.ndarray:
 
 def preprocess(image: np.ndarray, *, min_pixels: int = 56 * 56, max_pixels: int = 28 * 28 * 1280,
                patch_size: int = 14, merge_size: int = 2, temporal_patch_size: int = 2,
-               size: tuple[int, int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+               size: tuple[int, int] | None = None, mean: Sequence[float] = CLIP_MEAN,
+               std: Sequence[float] = CLIP_STD) -> tuple[np.ndarray, np.ndarray]:
     """One uint8 image -> (pixel_values [P, C*tp*p*p] float32, image_grid_thw [3] int64).
 
     `size` overrides smart resize (e.g. a bucket from `snap_to_bucket`); it must be a multiple
-    of patch_size * merge_size.
+    of patch_size * merge_size. `mean`, `std`: per-channel normalisation of the [0, 1] pixels.
     """
     image = _to_rgb_uint8(image)
     factor = patch_size * merge_size
@@ -95,7 +100,7 @@ def preprocess(image: np.ndarray, *, min_pixels: int = 56 * 56, max_pixels: int 
     if size[0] % factor or size[1] % factor:
         raise ValueError(f"Resized size {size} is not a multiple of {factor}.")
     resized = resize(image, *size).astype(np.float32) * np.float32(1 / 255)
-    normalised = (resized - np.asarray(CLIP_MEAN, np.float32)) / np.asarray(CLIP_STD, np.float32)
+    normalised = (resized - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
     patches, grid = patchify(normalised.transpose(2, 0, 1), patch_size, merge_size, temporal_patch_size)
     return patches.astype(np.float32), np.asarray(grid, np.int64)
 

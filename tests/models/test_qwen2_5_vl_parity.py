@@ -6,7 +6,6 @@ import torch
 
 from tests.models import hf_reference as ref
 
-TOL = 1e-4
 
 
 @pytest.fixture(scope="module")
@@ -19,13 +18,7 @@ def _pixels(rng, grids):
     return rng.standard_normal((int(np.sum(np.prod(grids, -1))), 3 * 2 * 14 * 14)).astype(np.float32)
 
 
-def _assert_close(ours, theirs, mask=None):
-    ours, theirs = np.asarray(ours), np.asarray(theirs)
-    assert ours.shape == theirs.shape
-    diff = np.abs(ours - theirs)
-    if mask is not None:
-        diff = diff[np.asarray(mask).astype(bool)]
-    assert diff.max() <= TOL, diff.max()
+_assert_close = ref.assert_close
 
 
 def test_text_only(pair):
@@ -36,42 +29,17 @@ def test_text_only(pair):
 
 def test_one_image_and_the_image_matters(pair):
     hf, ours = pair
-    rng = np.random.default_rng(1)
-    grids = np.array([[1, 8, 12]])
-    ids = ref.image_sequence(rng, grids, [5, 7])[None]
-    pixels = _pixels(rng, grids)
-    logits = ours(ids, pixel_values=pixels, image_grid_thw=grids)
-    _assert_close(logits, ref.hf_logits(hf, ids, pixel_values=pixels, image_grid_thw=grids))
-    other = ours(ids, pixel_values=pixels + 1.0, image_grid_thw=grids)
-    assert np.abs(np.asarray(other)[0, -1] - np.asarray(logits)[0, -1]).max() > 1e-3
+    inputs, logits, _ = ref.check_images(hf, ours, np.random.default_rng(1), [[1, 8, 12]], [5, 7])
+    other = ours(**{**inputs, "pixel_values": inputs["pixel_values"] + 1.0})
+    assert np.abs(np.asarray(other)[0, -1] - logits[0, -1]).max() > 1e-3
 
 
 def test_three_images_of_different_sizes(pair):
-    hf, ours = pair
-    rng = np.random.default_rng(2)
-    grids = np.array([[1, 4, 4], [1, 10, 6], [1, 6, 14]])
-    ids = ref.image_sequence(rng, grids, [3, 2, 4, 5])[None]
-    pixels = _pixels(rng, grids)
-    _assert_close(ours(ids, pixel_values=pixels, image_grid_thw=grids),
-                  ref.hf_logits(hf, ids, pixel_values=pixels, image_grid_thw=grids))
+    ref.check_images(*pair, np.random.default_rng(2), [[1, 4, 4], [1, 10, 6], [1, 6, 14]], [3, 2, 4, 5])
 
 
 def test_batch_with_left_and_right_padding(pair):
-    hf, ours = pair
-    rng = np.random.default_rng(3)
-    grids = np.array([[1, 4, 8], [1, 6, 6]])
-    first = ref.image_sequence(rng, grids[:1], [2, 3])
-    second = ref.image_sequence(rng, grids[1:], [6, 9])
-    length = max(len(first), len(second)) + 3
-    for side in ("left", "right"):
-        ids = np.zeros((2, length), np.int64)
-        mask = np.zeros((2, length), np.int64)
-        for row, seq in enumerate((first, second)):
-            where = slice(length - len(seq), length) if side == "left" else slice(0, len(seq))
-            ids[row, where], mask[row, where] = seq, 1
-        pixels = _pixels(rng, grids)
-        theirs = ref.hf_logits(hf, ids, mask, pixels, grids)
-        _assert_close(ours(ids, attention_mask=mask, pixel_values=pixels, image_grid_thw=grids), theirs, mask)
+    ref.check_padded_batch(*pair, np.random.default_rng(3))
 
 
 @pytest.mark.parametrize("window_size,fullatt,depth", [(28, (0, 2), 3), (112, (0,), 2), (56, (), 2)])
@@ -101,13 +69,4 @@ def test_tied_and_untied_embeddings(tie):
 
 
 def test_bfloat16_within_2e2_of_float32(pair):
-    hf, ours = pair
-    ours_bf16 = ref.ours_from_hf(hf, dtype="bfloat16")
-    rng = np.random.default_rng(6)
-    grids = np.array([[1, 6, 8]])
-    ids = ref.image_sequence(rng, grids, [4, 6])[None]
-    pixels = _pixels(rng, grids)
-    full = np.asarray(ours(ids, pixel_values=pixels, image_grid_thw=grids))
-    half = np.asarray(ours_bf16(ids, pixel_values=pixels, image_grid_thw=grids))
-    assert ours_bf16.model.embed_tokens.dtype == np.dtype("bfloat16")
-    assert np.linalg.norm(half - full) / np.linalg.norm(full) <= 2e-2
+    ref.check_bfloat16(*pair, np.random.default_rng(6))

@@ -5,7 +5,6 @@ import os
 
 import numpy as np
 import pytest
-from safetensors.numpy import load_file, save_file
 from transformers import Qwen2_5_VLForConditionalGeneration
 
 from gog_jax import sharding
@@ -21,10 +20,8 @@ def hf_dir(tmp_path_factory):
 
 
 def _ids_and_image(seed=0):
-    rng = np.random.default_rng(seed)
-    grids = np.array([[1, 4, 6]])
-    ids = ref.image_sequence(rng, grids, [3, 5])[None]
-    return ids, rng.standard_normal((24, 1176)).astype(np.float32), grids
+    inputs = ref.one_image_inputs(seed, 1176)
+    return inputs["input_ids"], inputs["pixel_values"], inputs["image_grid_thw"]
 
 
 def test_from_pretrained_matches_transformers(hf_dir):
@@ -49,12 +46,7 @@ def test_module_key_layout_flat_config_and_sharded_index(hf_dir, tmp_path):
     hf = Qwen2_5_VLForConditionalGeneration.from_pretrained(hf_dir)
     legacy = {k: v.numpy() for k, v in hf.state_dict().items()}
     assert any(k.startswith("model.language_model.") for k in legacy)
-    names = sorted(legacy)
-    shards = {"model-00001-of-00002.safetensors": names[::2], "model-00002-of-00002.safetensors": names[1::2]}
-    for shard, keys in shards.items():
-        save_file({k: legacy[k] for k in keys}, str(tmp_path / shard))
-    with open(tmp_path / "model.safetensors.index.json", "w") as f:
-        json.dump({"weight_map": {k: s for s, keys in shards.items() for k in keys}}, f)
+    ref.write_shards(legacy, tmp_path)
     with open(os.path.join(hf_dir, "config.json")) as f:
         hf_config = json.load(f)
     text = hf_config.pop("text_config")
@@ -80,17 +72,8 @@ def test_load_onto_a_mesh_places_each_tensor_with_its_sharding(hf_dir):
     assert kernel.sharding.spec == sharding.spec_for(("embed", "mlp"), kernel.shape, mesh)
 
 
-def _rewrite(hf_dir, tmp_path, edit):
-    tensors = load_file(os.path.join(hf_dir, "model.safetensors"))
-    edit(tensors)
-    save_file(tensors, str(tmp_path / "model.safetensors"))
-    with open(os.path.join(hf_dir, "config.json")) as src, open(tmp_path / "config.json", "w") as dst:
-        dst.write(src.read())
-    return str(tmp_path)
-
-
 def test_missing_tensor_is_named(hf_dir, tmp_path):
-    path = _rewrite(hf_dir, tmp_path, lambda t: t.pop("model.layers.1.mlp.up_proj.weight"))
+    path = ref.rewrite_checkpoint(hf_dir, tmp_path, lambda t: t.pop("model.layers.1.mlp.up_proj.weight"))
     with pytest.raises(ValueError, match=r"missing tensor for parameter model\.layers\.1\.mlp\.up_proj\.kernel"):
         qwen2_5_vl.from_pretrained(path)
 
@@ -99,7 +82,7 @@ def test_wrong_shape_is_named(hf_dir, tmp_path):
     def edit(t):
         t["visual.blocks.0.attn.qkv.weight"] = np.zeros((96, 31), np.float32)
     with pytest.raises(ValueError, match=r"visual\.blocks\.0\.attn\.qkv\.weight has shape \(96, 31\)"):
-        qwen2_5_vl.from_pretrained(_rewrite(hf_dir, tmp_path, edit))
+        qwen2_5_vl.from_pretrained(ref.rewrite_checkpoint(hf_dir, tmp_path, edit))
 
 
 def test_unsupported_architecture(tmp_path):

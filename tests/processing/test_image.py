@@ -1,4 +1,4 @@
-"""NumPy image processing equals transformers' Qwen2-VL image processor."""
+"""NumPy image processing equals transformers' Qwen2-VL image processor (with Qwen2.5-VL's and Qwen3-VL's settings)."""
 
 import numpy as np
 import pytest
@@ -16,6 +16,23 @@ def test_preprocess_matches_transformers(size):
     processor = Qwen2VLImageProcessorPil(**kwargs)
     theirs = processor(images=[picture], return_tensors="np")
     pixels, grid = image.preprocess(picture, **kwargs)
+    np.testing.assert_array_equal(grid, theirs["image_grid_thw"][0])
+    np.testing.assert_allclose(pixels, theirs["pixel_values"], atol=1e-5)
+
+
+@pytest.mark.parametrize("size", [(168, 168), (30, 200), (333, 517), (20, 20)])
+def test_qwen3_vl_settings_match_transformers(size):
+    """Qwen3-VL's processor is Qwen2-VL's with 16-pixel patches and mean = std = 0.5."""
+    rng = np.random.default_rng(sum(size) + 1)
+    picture = rng.integers(0, 256, (*size, 3), dtype=np.uint8)
+    pixels_range = dict(min_pixels=64 * 64, max_pixels=256 * 32 * 32)
+    q3 = image.QWEN3_VL
+    processor = Qwen2VLImageProcessorPil(patch_size=q3["patch_size"], merge_size=q3["merge_size"],
+                                         temporal_patch_size=q3["temporal_patch_size"], image_mean=list(q3["mean"]),
+                                         image_std=list(q3["std"]), **pixels_range)
+    theirs = processor(images=[picture], return_tensors="np")
+    pixels, grid = image.preprocess(picture, **q3, **pixels_range)
+    assert pixels.shape[1] == 3 * 2 * 16 * 16 and (grid[1:] % 2 == 0).all()
     np.testing.assert_array_equal(grid, theirs["image_grid_thw"][0])
     np.testing.assert_allclose(pixels, theirs["pixel_values"], atol=1e-5)
 

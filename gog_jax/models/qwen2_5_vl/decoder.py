@@ -4,12 +4,16 @@
 attention mask), packed training sequences (segment ids per packed sequence), and cached
 prefill/append/decode (a KV cache with a write offset per row). Image features are scattered
 into the image-pad positions with static shapes.
+
+The same decoder serves Qwen3-VL: its TextConfig switches on q/k norms and interleaved M-RoPE
+(`qk_norm`, `mrope_axes`), and its image features carry DeepStack rows (see `forward`).
 """
 
 import dataclasses
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from gog_jax.models.layers import Linear, RMSNorm, SwiGLU, apply_rotary, causal_attention
@@ -101,35 +105,42 @@ def cached_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array) 
 
 
 def mrope_cos_sin(positions: jax.Array, cfg: TextConfig) -> tuple[jax.Array, jax.Array]:
-    """positions [3, B, T] -> cos, sin [B, T, head_dim]; frequency band i uses axis i % 3."""
+    """positions [3, B, T] -> cos, sin [B, T, head_dim]; frequency i turns with axis cfg.mrope_axes[i]."""
     inv_freq = 1.0 / (cfg.rope_theta ** (jnp.arange(0, cfg.head_dim, 2, dtype=jnp.float32) / cfg.head_dim))
-    freqs = positions[..., None].astype(jnp.float32) * inv_freq  # [3, B, T, half]
-    bands, start = [], 0
-    for i, n in enumerate(cfg.mrope_section):
-        bands.append(freqs[i % 3, ..., start:start + n])
-        start += n
-    freqs = jnp.concatenate(bands, axis=-1)  # [B, T, half]
+    per_freq = jnp.moveaxis(positions[np.asarray(cfg.mrope_axes)], 0, -1)  # [B, T, half]
+    freqs = per_freq.astype(jnp.float32) * inv_freq
     angles = jnp.concatenate([freqs, freqs], axis=-1)
     return jnp.cos(angles), jnp.sin(angles)
 
 
 class Attention(nnx.Module):
+    """GQA self-attention; the config says which projections have biases and whether q and k
+    are RMS-normalised per head before the rotary (Qwen3)."""
+
     def __init__(self, cfg: TextConfig, dtype: jnp.dtype, rngs: nnx.Rngs):
         d, h = cfg.hidden_size, cfg.head_dim
         self.num_heads, self.num_kv_heads, self.head_dim = cfg.num_attention_heads, cfg.num_key_value_heads, h
-        self.q_proj = Linear(d, self.num_heads * h, use_bias=True, axes=("embed", "q_heads"), dtype=dtype, rngs=rngs)
-        self.k_proj = Linear(d, self.num_kv_heads * h, use_bias=True, axes=("embed", "kv_heads"), dtype=dtype,
+        qkv_bias = cfg.qkv_bias
+        self.q_proj = Linear(d, self.num_heads * h, use_bias=qkv_bias, axes=("embed", "q_heads"), dtype=dtype,
                              rngs=rngs)
-        self.v_proj = Linear(d, self.num_kv_heads * h, use_bias=True, axes=("embed", "kv_heads"), dtype=dtype,
+        self.k_proj = Linear(d, self.num_kv_heads * h, use_bias=qkv_bias, axes=("embed", "kv_heads"), dtype=dtype,
                              rngs=rngs)
-        self.o_proj = Linear(self.num_heads * h, d, use_bias=False, axes=("q_heads", "embed"), dtype=dtype, rngs=rngs)
+        self.v_proj = Linear(d, self.num_kv_heads * h, use_bias=qkv_bias, axes=("embed", "kv_heads"), dtype=dtype,
+                             rngs=rngs)
+        self.o_proj = Linear(self.num_heads * h, d, use_bias=cfg.o_bias, axes=("q_heads", "embed"), dtype=dtype,
+                             rngs=rngs)
+        self.q_norm = RMSNorm(h, eps=cfg.rms_norm_eps, dtype=dtype) if cfg.qk_norm else None
+        self.k_norm = RMSNorm(h, eps=cfg.rms_norm_eps, dtype=dtype) if cfg.qk_norm else None
 
     def __call__(self, x, cos, sin, mask, cache: "LayerCache | None", attention_block: int = 0):
         """x [B, T, D]; with a cache, this chunk's keys/values are scattered into it first.
         Without one, `attention_block` > 0 skips the masked upper triangle (`causal_attention`)."""
         b, t, _ = x.shape
-        q = apply_rotary(self.q_proj(x).reshape(b, t, self.num_heads, self.head_dim), cos, sin)
-        k = apply_rotary(self.k_proj(x).reshape(b, t, self.num_kv_heads, self.head_dim), cos, sin)
+        q = self.q_proj(x).reshape(b, t, self.num_heads, self.head_dim)
+        k = self.k_proj(x).reshape(b, t, self.num_kv_heads, self.head_dim)
+        if self.q_norm is not None:
+            q, k = self.q_norm(q), self.k_norm(k)
+        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
         v = self.v_proj(x).reshape(b, t, self.num_kv_heads, self.head_dim)
         if cache is None:
             out = causal_attention(q, k, v, mask, attention_block)
@@ -175,19 +186,17 @@ def attention_mask(segment_ids: jax.Array, cache_index: jax.Array | None, cache_
     return jnp.arange(cache_len)[None, None, :] <= query_slot[:, :, None]
 
 
-def embed(decoder: Decoder, tokens: jax.Array, image_features: jax.Array | None, image_token_id: int) -> jax.Array:
-    """Token embeddings with image features [N, D] written, in order, over the image-pad tokens.
+def image_slots(tokens: jax.Array, count: int, image_token_id: int) -> jax.Array:
+    """Flat indices [count] into tokens [B, T] of the first `count` image-pad tokens, in order;
+    B * T (out of range, so writes drop) where there are fewer."""
+    return jnp.nonzero((tokens == image_token_id).reshape(-1), size=count, fill_value=tokens.size)[0]
 
-    N is static (a bucket); features beyond the number of image-pad tokens are dropped, so the
-    caller pads features freely without changing shapes.
-    """
-    x = decoder.embed_tokens[...][tokens]
-    if image_features is None:
-        return x
+
+def write_image_rows(x: jax.Array, slots: jax.Array, rows: jax.Array, *, add: bool = False) -> jax.Array:
+    """x [B, T, D] with rows [N, D] written over (or, `add`, added to) the flat positions `slots` [N]."""
     b, t, d = x.shape
-    flat = x.reshape(b * t, d)
-    where = jnp.nonzero((tokens == image_token_id).reshape(-1), size=image_features.shape[0], fill_value=b * t)[0]
-    flat = flat.at[where].set(image_features.astype(flat.dtype), mode="drop")
+    flat, rows = x.reshape(b * t, d), rows.astype(x.dtype)
+    flat = flat.at[slots].add(rows, mode="drop") if add else flat.at[slots].set(rows, mode="drop")
     return flat.reshape(b, t, d)
 
 
@@ -207,25 +216,42 @@ def forward(decoder: Decoder, tokens: jax.Array, positions: jax.Array, *, image_
     (`Qwen25VL.logits`), so trainers can take log-probs in vocabulary chunks instead of
     materialising [B, T, vocab]. `remat` (no cache) recomputes each block in the backward pass;
     `attention_block` (no cache) computes causal attention in query blocks of that many tokens.
+
+    image_features: [N, D] (Qwen2.5-VL), or [1 + L, N, D] with DeepStack (Qwen3-VL): row 0
+    replaces the image-pad embeddings and row 1 + i is added to the same positions after decoder
+    layer i. Either way N is static (a bucket; features beyond the image-pad tokens are dropped,
+    so callers pad freely) and lies on axis -2.
     """
     if segment_ids is None:
         segment_ids = jnp.ones(tokens.shape, jnp.int32)
-    x = embed(decoder, tokens, image_features, image_token_id)
+    x = decoder.embed_tokens[...][tokens]
+    deepstack, slots = (), None
+    if image_features is not None:
+        if image_features.ndim == 3:
+            image_features, deepstack = image_features[0], image_features[1:]
+        slots = image_slots(tokens, image_features.shape[0], image_token_id)
+        x = write_image_rows(x, slots, image_features)
+
+    def add_deepstack(x: jax.Array, layer: int) -> jax.Array:
+        return write_image_rows(x, slots, deepstack[layer], add=True) if layer < len(deepstack) else x
+
     cos, sin = mrope_cos_sin(positions, decoder.cfg)
     cos, sin = cos.astype(x.dtype), sin.astype(x.dtype)
     attend_len = None if cache is None else (attend_len or cache.max_len)
     mask = attention_mask(segment_ids, cache_index, attend_len)
     if cache is None:
-        for layer in decoder.layers:
+        for i, layer in enumerate(decoder.layers):
             call = type(layer).__call__
             if remat:  # training: keep only each block's input, recompute the rest
                 call = nnx.remat(call, static_argnums=(6,))
             x, _ = call(layer, x, cos, sin, mask, None, attention_block)
+            x = add_deepstack(x, i)
         return decoder.norm(x), None
-    slots = cache_index[:, None] + jnp.arange(tokens.shape[1])[None, :]
+    cache_slots = cache_index[:, None] + jnp.arange(tokens.shape[1])[None, :]
     keys, values = [], []
-    for layer, k, v in zip(decoder.layers, cache.k, cache.v):
-        x, layer_cache = layer(x, cos, sin, mask, LayerCache(k, v, cache_rows, slots, attend_len))
+    for i, (layer, k, v) in enumerate(zip(decoder.layers, cache.k, cache.v)):
+        x, layer_cache = layer(x, cos, sin, mask, LayerCache(k, v, cache_rows, cache_slots, attend_len))
+        x = add_deepstack(x, i)
         keys.append(layer_cache.k)
         values.append(layer_cache.v)
     return decoder.norm(x), KVCache(tuple(keys), tuple(values))

@@ -4,7 +4,10 @@
 takes (input_ids, attention_mask, pixel_values, image_grid_thw), checks it on the host, computes
 M-RoPE positions and vision metadata there, and runs one jitted program. The engine and the
 trainers call the pieces directly: `encode_images`, `decoder.forward` and `logits`.
+`VisionLanguageModel` holds all of that; Qwen3-VL builds on it with its own vision tower.
 """
+
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -15,13 +18,19 @@ from gog_jax.models.layers import Linear
 from gog_jax.models.qwen2_5_vl import decoder as decoder_lib
 from gog_jax.models.qwen2_5_vl import rope
 from gog_jax.models.qwen2_5_vl.config import ModelConfig
-from gog_jax.models.qwen2_5_vl.vision import VisionMetadata, VisionTower, vision_metadata
+from gog_jax.models.qwen2_5_vl.vision import VisionTower, vision_metadata
 
 
-class Qwen25VL(nnx.Module):
-    def __init__(self, config: ModelConfig, *, dtype: jnp.dtype = jnp.float32, rngs: nnx.Rngs):
+class VisionLanguageModel(nnx.Module):
+    """A vision tower, the shared decoder and an LM head. A subclass passes its tower and sets
+    `vision_metadata(grid_thw, vision_config, num_patches=None)`, the host-side index arrays
+    its tower takes with the patches."""
+
+    vision_metadata: Callable
+
+    def __init__(self, config: ModelConfig, visual: nnx.Module, *, dtype: jnp.dtype, rngs: nnx.Rngs):
         self.config = config
-        self.visual = VisionTower(config, dtype, rngs)
+        self.visual = visual
         self.model = decoder_lib.Decoder(config, dtype, rngs)
         self.lm_head = (None if config.tie_word_embeddings else
                         Linear(config.text.hidden_size, config.text.vocab_size, use_bias=False,
@@ -39,8 +48,9 @@ class Qwen25VL(nnx.Module):
             out = self.lm_head(hidden)
         return out.astype(jnp.float32)
 
-    def encode_images(self, pixel_values: jax.Array, meta: VisionMetadata) -> jax.Array:
-        """Patches [P, patch_dim] -> features [P / merge**2, D] in image order (padding last)."""
+    def encode_images(self, pixel_values: jax.Array, meta) -> jax.Array:
+        """Patches [P, patch_dim] -> features [..., P / merge**2, D] in image order (padding last);
+        the leading axis, if any, holds DeepStack rows (see `decoder.forward`)."""
         return self.visual(pixel_values, meta)
 
     def forward(self, tokens, positions, **kwargs):
@@ -49,12 +59,20 @@ class Qwen25VL(nnx.Module):
 
     def __call__(self, input_ids, attention_mask=None, pixel_values=None, image_grid_thw=None) -> jax.Array:
         """transformers-style forward: input_ids [B, T] -> logits [B, T, vocab] (float32)."""
-        inputs = prepare_inputs(self.config, input_ids, attention_mask, pixel_values, image_grid_thw)
+        inputs = prepare_inputs(self.config, input_ids, attention_mask, pixel_values, image_grid_thw,
+                                self.vision_metadata)
         return _logits_program(self, *inputs)
 
 
-def prepare_inputs(cfg: ModelConfig, input_ids, attention_mask, pixel_values, image_grid_thw):
-    """Host-side checks and metadata; every error is raised here, before anything compiles."""
+class Qwen25VL(VisionLanguageModel):
+    vision_metadata = staticmethod(vision_metadata)
+
+    def __init__(self, config: ModelConfig, *, dtype: jnp.dtype = jnp.float32, rngs: nnx.Rngs):
+        super().__init__(config, VisionTower(config, dtype, rngs), dtype=dtype, rngs=rngs)
+
+
+def prepare_inputs(cfg: ModelConfig, input_ids, attention_mask, pixel_values, image_grid_thw, metadata: Callable):
+    """Host-side checks and `metadata` for the tower; every error is raised here, before anything compiles."""
     input_ids = np.asarray(input_ids)
     if input_ids.ndim != 2 or not np.issubdtype(input_ids.dtype, np.integer):
         raise ValueError(f"input_ids must be an integer array [batch, seq]; got {input_ids.dtype} {input_ids.shape}.")
@@ -76,7 +94,7 @@ def prepare_inputs(cfg: ModelConfig, input_ids, attention_mask, pixel_values, im
             raise ValueError(f"image_grid_thw describes {expected} image tokens (after the "
                              f"{cfg.vision.spatial_merge_size}x{cfg.vision.spatial_merge_size} merge) but input_ids "
                              f"hold {image_tokens} image-pad tokens (id {cfg.image_token_id}).")
-        meta = vision_metadata(grid, cfg.vision)
+        meta = metadata(grid, cfg.vision)
     positions, _ = rope.get_rope_index(input_ids, None if pixels is None else image_grid_thw, mask,
                                        cfg.image_token_id, cfg.vision.spatial_merge_size)
     return (jnp.asarray(input_ids, jnp.int32), jnp.asarray(positions, jnp.int32),
@@ -105,7 +123,7 @@ def check_images(cfg: ModelConfig, pixel_values, image_grid_thw) -> np.ndarray:
 
 
 @jax.jit
-def _logits_program(model: Qwen25VL, tokens, positions, segment_ids, pixel_values, meta):
+def _logits_program(model: VisionLanguageModel, tokens, positions, segment_ids, pixel_values, meta):
     features = None if pixel_values is None else model.encode_images(pixel_values, meta)
     hidden, _ = model.forward(tokens, positions, segment_ids=segment_ids, image_features=features)
     return model.logits(hidden)

@@ -48,22 +48,35 @@ def _window_units(grid_t: int, grid_h: int, grid_w: int, cfg: VisionConfig) -> l
     return windows
 
 
-def vision_metadata(grid_thw: np.ndarray, cfg: VisionConfig, num_patches: int | None = None) -> VisionMetadata:
-    """Host-side metadata for images with patch grids `grid_thw` [n, 3], padded to `num_patches`."""
+def merge_order_positions(h: int, w: int, m: int) -> np.ndarray:
+    """(row, col) [h * w, 2] of every patch of an h x w grid in the processor's patch order:
+    m x m merge windows contiguous, windows in raster order."""
+    rows = np.arange(h).reshape(h // m, m, 1, 1).repeat(w // m, 2).repeat(m, 3).transpose(0, 2, 1, 3)
+    cols = np.arange(w).reshape(1, 1, w // m, m).repeat(h // m, 0).repeat(m, 1).transpose(0, 2, 1, 3)
+    return np.stack([rows.reshape(-1), cols.reshape(-1)], -1)
+
+
+def padded_grids(grid_thw: np.ndarray, cfg: VisionConfig, num_patches: int | None) -> tuple[np.ndarray, int]:
+    """grid_thw as int64 [n, 3], and how many padding patches bring its patches to `num_patches`
+    (None: none); raises unless that is whole merge units."""
     grid_thw = np.asarray(grid_thw, np.int64).reshape(-1, 3)
     unit = cfg.spatial_merge_size ** 2
     real = int(np.sum(np.prod(grid_thw, axis=-1)))
     num_patches = real if num_patches is None else num_patches
     if num_patches < real or num_patches % unit:
         raise ValueError(f"Cannot pad {real} patches to {num_patches} (a multiple of {unit} is needed).")
+    return grid_thw, num_patches - real
+
+
+def vision_metadata(grid_thw: np.ndarray, cfg: VisionConfig, num_patches: int | None = None) -> VisionMetadata:
+    """Host-side metadata for images with patch grids `grid_thw` [n, 3], padded to `num_patches`."""
+    grid_thw, pad = padded_grids(grid_thw, cfg, num_patches)
+    unit = cfg.spatial_merge_size ** 2
     perm, window_seg, image_seg, rot = [], [], [], []
     unit_offset = window_id = segment_id = 0
     m = cfg.spatial_merge_size
     for t, h, w in grid_thw:
-        # (row, col) of every patch in the processor's merge-window patch order.
-        rows = np.arange(h).reshape(h // m, m, 1, 1).repeat(w // m, 2).repeat(m, 3).transpose(0, 2, 1, 3)
-        cols = np.arange(w).reshape(1, 1, w // m, m).repeat(h // m, 0).repeat(m, 1).transpose(0, 2, 1, 3)
-        pos = np.stack([rows.reshape(-1), cols.reshape(-1)], -1).reshape(-1, unit, 2)
+        pos = merge_order_positions(h, w, m).reshape(-1, unit, 2)
         units_per_frame = (h // m) * (w // m)
         for window in _window_units(t, h, w, cfg):
             perm.append(window + unit_offset)
@@ -73,7 +86,7 @@ def vision_metadata(grid_thw: np.ndarray, cfg: VisionConfig, num_patches: int | 
             window_id += 1
         unit_offset += t * units_per_frame
         segment_id += t
-    pad_units = num_patches // unit - unit_offset
+    pad_units = pad // unit
     perm = np.concatenate(perm + [np.arange(unit_offset, unit_offset + pad_units)]).astype(np.int32)
     image_seg = np.repeat(np.concatenate(image_seg), unit) if image_seg else np.zeros((0,), np.int64)
     return VisionMetadata(
@@ -83,6 +96,17 @@ def vision_metadata(grid_thw: np.ndarray, cfg: VisionConfig, num_patches: int | 
         image_segments=np.concatenate([image_seg, np.full(pad_units * unit, -1)]).astype(np.int32),
         rotary_pos=np.concatenate(rot + [np.zeros((pad_units * unit, 2), np.int64)]).astype(np.int32),
     )
+
+
+def vision_rotary(rotary_pos: jax.Array, cfg: VisionConfig) -> tuple[jax.Array, jax.Array]:
+    """2-D rotary: (row, col) [P, 2] -> cos, sin [P, head_dim]; half the frequencies turn with
+    the row, half with the column (Qwen2.5-VL and Qwen3-VL alike)."""
+    quarter = cfg.head_dim // 4
+    inv_freq = 1.0 / (cfg.rope_theta ** (jnp.arange(0, 2 * quarter, 2, dtype=jnp.float32) / (2 * quarter)))
+    freqs = rotary_pos[..., None].astype(jnp.float32) * inv_freq  # [P, 2, quarter]
+    freqs = freqs.reshape(freqs.shape[0], -1)  # (h freqs, w freqs)
+    angles = jnp.concatenate([freqs, freqs], axis=-1)
+    return jnp.cos(angles), jnp.sin(angles)
 
 
 class VisionAttention(nnx.Module):
@@ -127,30 +151,25 @@ class PatchMerger(nnx.Module):
         return self.fc2(jax.nn.gelu(self.fc1(x), approximate=False))
 
 
+def patch_embedding(cfg: VisionConfig, *, use_bias: bool, dtype: jnp.dtype, rngs: nnx.Rngs) -> Linear:
+    """The Conv3d patch embedding: with stride == kernel it is exactly a matmul on flat patches."""
+    return Linear(cfg.patch_dim, cfg.hidden_size, use_bias=use_bias, axes=("patch", "embed"), dtype=dtype, rngs=rngs)
+
+
 class VisionTower(nnx.Module):
     def __init__(self, cfg: ModelConfig, dtype: jnp.dtype, rngs: nnx.Rngs):
         v = cfg.vision
         self.cfg = v
-        # The Conv3d patch embedding with stride == kernel is exactly a matmul on flat patches.
-        self.patch_embed = Linear(v.patch_dim, v.hidden_size, use_bias=False, axes=("patch", "embed"),
-                                  dtype=dtype, rngs=rngs)
+        self.patch_embed = patch_embedding(v, use_bias=False, dtype=dtype, rngs=rngs)
         self.blocks = nnx.List([VisionBlock(v, dtype, rngs) for _ in range(v.depth)])
         self.merger = PatchMerger(v, dtype, rngs)
-
-    def rotary(self, rotary_pos: jax.Array) -> tuple[jax.Array, jax.Array]:
-        quarter = self.cfg.head_dim // 4
-        inv_freq = 1.0 / (self.cfg.rope_theta ** (jnp.arange(0, 2 * quarter, 2, dtype=jnp.float32) / (2 * quarter)))
-        freqs = rotary_pos[..., None].astype(jnp.float32) * inv_freq  # [P, 2, quarter]
-        freqs = freqs.reshape(freqs.shape[0], -1)  # (h freqs, w freqs)
-        angles = jnp.concatenate([freqs, freqs], axis=-1)
-        return jnp.cos(angles), jnp.sin(angles)
 
     def __call__(self, pixel_values: jax.Array, meta: VisionMetadata) -> jax.Array:
         """pixel_values [P, patch_dim] -> merged features [P / merge_size**2, out_hidden_size]."""
         unit = self.cfg.spatial_merge_size ** 2
         x = self.patch_embed(pixel_values.astype(self.patch_embed.kernel.dtype))
         x = x.reshape(-1, unit, x.shape[-1])[meta.unit_perm].reshape(x.shape)
-        cos, sin = self.rotary(meta.rotary_pos)
+        cos, sin = vision_rotary(meta.rotary_pos, self.cfg)
         for i, block in enumerate(self.blocks):
             segments = meta.image_segments if i in self.cfg.fullatt_block_indexes else meta.window_segments
             x = block(x, cos, sin, segments)

@@ -24,6 +24,7 @@ from gog_jax.rollout.packing import PackConfig
 from gog_jax.rollout.runner import RolloutRunner
 from gog_jax.sampling import Engine
 from gog_jax.train import optim
+from gog_jax.train.step import LossConfig
 from gog_jax.world import index as index_lib
 from gog_jax.world.corpus import default_tokenizer
 from gog_jax.world.world import World, WorldConfig, build_world
@@ -87,6 +88,18 @@ def pack_config(config) -> PackConfig:
     p = config.pack
     return PackConfig(rows=p.rows, seq_len=p.seq_len, image_slots=p.image_slots, image_patches=p.image_patches,
                       max_segments=p.max_segments)
+
+
+def loss_config(config, kind: str) -> LossConfig:
+    """The learner's loss: `config.loss` for both stages, plus the policy loss of `config.grpo`."""
+    shared = dict(vocab_chunk=config.loss.vocab_chunk, remat=config.loss.remat,
+                  attention_block=config.loss.attention_block, max_segments=config.pack.max_segments)
+    if kind == "sft":
+        return LossConfig(kind="sft", **shared)
+    g = config.grpo
+    return LossConfig(kind="grpo", clip_low=g.clip_low, clip_high=g.clip_high, kl_coef=g.kl_coef,
+                      is_cap=g.is_cap or None, aggregation=g.aggregation, norm_length=g.norm_length or None,
+                      **shared)
 
 
 def schedule(stage, total_steps: int) -> dict:

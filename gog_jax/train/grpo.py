@@ -26,21 +26,13 @@ from gog_jax.rollout.runner import RolloutRunner, Trajectory, seed_of
 from gog_jax.sampling import SamplingParams
 from gog_jax.train import build, checkpoint, losses, metrics
 from gog_jax.train.curriculum import CurriculumSampler, PassRates
-from gog_jax.train.step import Learner, LossConfig
+from gog_jax.train.step import Learner
 
 
 def sampling_params(config, temperature: float | None = None) -> SamplingParams:
     g = config.grpo
     return SamplingParams(temperature=g.temperature if temperature is None else temperature, top_p=g.top_p,
                           max_new_tokens=g.max_new_tokens)
-
-
-def loss_config(config) -> LossConfig:
-    g = config.grpo
-    return LossConfig(kind="grpo", vocab_chunk=config.loss.vocab_chunk, remat=config.loss.remat,
-                      attention_block=config.loss.attention_block, clip_low=g.clip_low,
-                      clip_high=g.clip_high, kl_coef=g.kl_coef, is_cap=g.is_cap or None, aggregation=g.aggregation,
-                      norm_length=g.norm_length or None, max_segments=config.pack.max_segments)
 
 
 @dataclasses.dataclass

@@ -85,7 +85,7 @@ def run(config, workdir: str) -> dict[str, Any]:
     t_sft = time.perf_counter() - start
     model = build.model(config, checkpoint=checkpoint_dir)
     tokenizer = build.tokenizer(config)
-    learner = Learner(model, build.optimizer(config, g, g.steps), grpo.loss_config(config),
+    learner = Learner(model, build.optimizer(config, g, g.steps), build.loss_config(config, "grpo"),
                       build.mesh(config), build.rules(config), lora=bool(config.lora.rank), reference=g.kl_coef > 0,
                       master_dtype=config.optim.master_dtype or None)
     runner = build.runner(config, model, backend, tokenizer, params=learner.params)

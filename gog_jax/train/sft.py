@@ -31,7 +31,7 @@ from gog_jax.models.qwen2_5_vl import weights
 from gog_jax.rollout import packing
 from gog_jax.rollout.packing import Example, Packed
 from gog_jax.train import build, checkpoint, metrics, optim
-from gog_jax.train.step import Learner, LossConfig
+from gog_jax.train.step import Learner
 from gog_jax.world.demonstrations import write_demonstrations
 
 
@@ -138,10 +138,8 @@ def train(config, workdir: str, data: str) -> dict[str, Any]:
     total = c.steps if c.steps > 0 else c.epochs * max(len(packed) // per_step, 1)
     logging.info("SFT: %d examples (%d dropped, %s skipped) in %d batches of %d x %d tokens, %d steps",
                  len(packed.examples), len(packed.dropped), skipped, len(packed), pack.rows, pack.seq_len, total)
-    learner = Learner(model, build.optimizer(config, c, total), LossConfig(
-        kind="sft", vocab_chunk=config.loss.vocab_chunk, remat=config.loss.remat,
-        attention_block=config.loss.attention_block), build.mesh(config),
-        build.rules(config), lora=bool(config.lora.rank), master_dtype=config.optim.master_dtype or None)
+    learner = Learner(model, build.optimizer(config, c, total), build.loss_config(config, "sft"), build.mesh(config),
+                      build.rules(config), lora=bool(config.lora.rank), master_dtype=config.optim.master_dtype or None)
     ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"), every=config.checkpoint.sft_every,
                                    keep=config.checkpoint.keep, async_save=config.checkpoint.async_save)
     start = 0

@@ -86,7 +86,7 @@ def _setup(config):
     world, backend = build.world(config)
     model = build.model(config)
     learner = Learner(model, build.optimizer(config, config.grpo, config.grpo.steps),
-                      grpo.loss_config(config), build.mesh(config), build.rules(config))
+                      build.loss_config(config, "grpo"), build.mesh(config), build.rules(config))
     runner = build.runner(config, model, backend, build.tokenizer(config), params=learner.params)
     runner.reward_fn = _spread_reward
     questions = {q.qid: oracle_lib.env_question(world, q) for q in world.questions["train"][:16]}

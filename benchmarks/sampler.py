@@ -2,6 +2,7 @@
 and multi-turn appends vs re-prefilling the conversation every turn.
 
     python -m benchmarks.sampler [--preset small] [--batch 8] [--prompt 64] [--new 128] [--question_image 224]
+                                 [--observation 64] [--turn_tokens 16]
 
 Same weights, same prompts, greedy, a fixed number of new tokens (EOS ignored). The minimal
 loop (written here, batch prefill + `fori_loop` decode over our model's functional forward)
@@ -92,6 +93,10 @@ def main():
     parser.add_argument("--new", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--question_image", type=int, default=224, help="multi-turn prompt image side (0: text only)")
+    # multi-turn sizes: the medians of the embedded default's oracle episodes (an observation 64-69
+    # tokens, an assistant turn 16), not chosen for the ratio; the README also quotes 32 / 32
+    parser.add_argument("--observation", type=int, default=64, help="multi-turn observation tokens")
+    parser.add_argument("--turn_tokens", type=int, default=16, help="multi-turn new tokens a turn")
     args = parser.parse_args()
 
     hf, model = common.twin_models(args.preset)
@@ -130,9 +135,9 @@ def main():
     print(f"engine / transformers: {t_hf / t_ours:.2f}x    engine / minimal loop: {t_min / t_ours:.2f}x")
 
     # Multi-turn, as a GoG episode: the prompt holds the question image (224x224: 64 tokens; the
-    # 7B paper's images are ~1,000 tokens) and its text; 3 observations of 32 tokens follow, the
-    # second with a 112x112 crop; 32 new tokens a turn.
-    turn_params = SamplingParams(temperature=0.0, max_new_tokens=32, ignore_eos=True)
+    # 7B paper's images are ~1,000 tokens) and its text; 3 observations follow, the second with a
+    # 112x112 crop (18 tokens with its vision start/end) in place of as many of its text tokens.
+    turn_params = SamplingParams(temperature=0.0, max_new_tokens=args.turn_tokens, ignore_eos=True)
     cfg = model.config
 
     def image(side):
@@ -145,8 +150,9 @@ def main():
     question, question_pads = image(args.question_image) if args.question_image else (None, np.zeros(0, int))
     crop, crop_pads = image(112)
     turn_prompts = [np.concatenate([question_pads, p]) for p in prompts]
-    observations = [rng.integers(100, 10000, 32), np.concatenate([crop_pads, rng.integers(100, 10000, 30)]),
-                    rng.integers(100, 10000, 32)]
+    text = lambda n: rng.integers(100, 10000, n)  # noqa: E731
+    observations = [text(args.observation), np.concatenate([crop_pads, text(args.observation - len(crop_pads))]),
+                    text(args.observation)]
     images = [question, None, crop, None]
     turn_engine = Engine(model, num_slots=args.batch, max_seq_len=1024, decode_steps=32)
     run = lambda reprefill: multi_turn(turn_engine, turn_prompts, images, observations,  # noqa: E731
@@ -157,7 +163,8 @@ def main():
         for reprefill, runs in turns.items():
             runs.append(common.median_seconds(lambda: run(reprefill), 1, warmup=0))  # noqa: B023
     t_append, t_reprefill = statistics.median(turns[False]), statistics.median(turns[True])
-    print(f"multi-turn ({args.question_image}px question image, 3 observations, one with an image): "
+    print(f"multi-turn ({args.question_image}px question image, 3 observations of {args.observation} tokens, "
+          f"one with an image, {args.turn_tokens} new tokens a turn): "
           f"append {t_append:.2f}s "
           f"({appended_tokens} tokens prefilled), re-prefill {t_reprefill:.2f}s ({reprefilled_tokens} tokens "
           f"prefilled): append is {t_reprefill / t_append:.2f}x faster")

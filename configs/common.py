@@ -1,12 +1,16 @@
-"""Config pieces shared by sft.py, grpo.py and calibrate.py (configs are data: no logic beyond presets).
+"""Config pieces shared by sft.py, grpo.py, calibrate.py and eval.py (configs are data: no logic beyond presets).
 
 Every field is overridable from the command line (`--config.grpo.steps=10`); `arg` strings
-select presets (`configs/grpo.py:smoke`).
+select presets (`configs/grpo.py:smoke`), among them the model: `model=NAME` names any preset of
+`gog_jax.models.families.PRESETS` (Qwen2.5-VL `tiny` (default), `small`, `3b`, `7b`, `32b`;
+Qwen3-VL `qwen3_vl_tiny`, `qwen3_vl_2b`, `qwen3_vl_4b`, `qwen3_vl_8b`). A checkpoint
+(`--config.model.checkpoint=DIR`) brings its own family in its `config.json`.
 """
 
 import ml_collections
+from ml_collections import config_dict
 
-from gog_jax.models.qwen2_5_vl import presets
+from gog_jax.models import families
 from gog_jax.sharding import DEFAULT_RULES
 from gog_jax.world.world import PRESETS as WORLD_PRESETS
 from gog_jax.world.world import flat_config
@@ -24,12 +28,18 @@ def parse_arg(arg: str | None, known: set[str]) -> dict[str, str]:
     return out
 
 
-def base(mode: str) -> ml_collections.ConfigDict:
-    """The embedded default: tiny model, default synthetic world, one CPU device."""
+def model(name: str = "tiny") -> ml_collections.ConfigDict:
+    """`config.model` for preset `name`: its family (a `model_type`), its shapes, no checkpoint."""
+    family, preset = families.preset(name)
+    return ml_collections.ConfigDict(dict(family=family, preset=preset, checkpoint="", dtype="float32"))
+
+
+def base(mode: str, model_name: str = "tiny") -> ml_collections.ConfigDict:
+    """The embedded default: tiny model (or preset `model_name`), default synthetic world, one CPU device."""
     c = ml_collections.ConfigDict()
     c.mode = mode
     c.seed = 0
-    c.model = ml_collections.ConfigDict(dict(preset=presets.get("tiny"), checkpoint="", dtype="float32"))
+    c.model = model(model_name)
     c.tokenizer = ""  # "": the checkpoint's tokenizer.json, else the embedded default
     c.vision = ml_collections.ConfigDict(dict(min_pixels=56 * 56, max_pixels=168 * 168))
     c.lora = ml_collections.ConfigDict(dict(rank=0, alpha=16.0, targets=(r"model/layers/.*",)))
@@ -39,8 +49,9 @@ def base(mode: str) -> ml_collections.ConfigDict:
 
     c.world = ml_collections.ConfigDict(flat_config(WORLD_PRESETS["default"]))
     c.index_dir = ""
+    # relative_coords unset: the frame the model family grounds boxes in (Qwen3-VL 0-1000, Qwen2.5-VL pixels)
     c.env = ml_collections.ConfigDict(dict(max_turns=5, top_k=3, max_response_tokens=512, fault_rate=0.0, seed=0,
-                                           prompt="empty", relative_coords=False))
+                                           prompt="empty", relative_coords=config_dict.placeholder(bool)))
     c.accuracy = "exact_match"
     c.lam = 0.1  # r = (1 - lam) * r_acc + lam * r_fmt
     c.tool_workers = 8

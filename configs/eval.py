@@ -5,6 +5,8 @@
 
 Arg presets (comma-separated k=v):
   policy=oracle|glance_only|model  scripted policies (world only) or the checkpoint in model.checkpoint
+  model=NAME                 the model preset (configs/common.py; e.g. qwen3_vl_8b): its family's image
+                             processing and box frame, and the weights of policy=model without a checkpoint
   world=default|small        the world's size (small: a few-second world for smoke tests)
   n=INT                      evaluate only the first n questions (of the split, or of the benchmark file)
   split=test|validation|train
@@ -30,9 +32,9 @@ WORLD = "gog_world"
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    args = common.parse_arg(arg, {"policy", "world", "n", "split", "faults", "benchmark", "data", "image_dir", "qtype",
-                                  "accuracy"})
-    c = common.base("eval")
+    args = common.parse_arg(arg, {"policy", "model", "world", "n", "split", "faults", "benchmark", "data", "image_dir",
+                                  "qtype", "accuracy"})
+    c = common.base("eval", args.get("model", "tiny"))
     benchmark = args.get("benchmark", WORLD)
     c.policy = args.get("policy", "oracle" if benchmark == WORLD else "model")
     c.split = args.get("split", "test")

@@ -1,17 +1,20 @@
-"""Forward pass of a model preset: `--config=configs/forward.py[:preset=small]`."""
+"""Forward pass of a model preset: `--config=configs/forward.py[:model=small,dtype=bfloat16]`.
+
+`model=` names any preset of configs/common.py (Qwen2.5-VL `tiny` by default, or e.g. `qwen3_vl_tiny`).
+"""
 
 import ml_collections
 
-from gog_jax.models.qwen2_5_vl import presets
+from configs import common
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    args = dict(kv.split("=", 1) for kv in arg.split(",")) if arg else {}
+    args = common.parse_arg(arg, {"model", "dtype"})
     config = ml_collections.ConfigDict()
     config.mode = "forward"
     config.seed = 0
-    config.dtype = args.get("dtype", "float32")
-    config.model = presets.get(args.get("preset", "tiny"))
+    config.model = common.model(args.get("model", "tiny"))
+    config.model.dtype = args.get("dtype", "float32")
     config.image_size = 168
     config.text_tokens = 64
     config.batch_size = 4

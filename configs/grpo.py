@@ -3,7 +3,8 @@
     python -m gog_jax.main --config=configs/grpo.py[:smoke|:evidence]
 
 Args (comma-separated): smoke (the 2-minute run the tests share: small world, a few steps),
-evidence (GoG vs a glance-only policy trained the same way; about an hour on CPU), world=small.
+evidence (GoG vs a glance-only policy trained the same way; about an hour on CPU), world=small,
+model=NAME (a preset of configs/common.py, e.g. qwen3_vl_tiny).
 Bring a real checkpoint with `--config.model.checkpoint=/path/to/Qwen2.5-VL-7B-Instruct`
 (SFT is then skipped: the named folder is the starting policy).
 """
@@ -12,8 +13,8 @@ from configs import common
 
 
 def get_config(arg: str | None = None):
-    args = common.parse_arg(arg, {"smoke", "evidence", "world"})
-    c = common.base("grpo")
+    args = common.parse_arg(arg, {"smoke", "evidence", "world", "model"})
+    c = common.base("grpo", args.get("model", "tiny"))
     c.sft = common.sft(c)
     c.grpo = common.grpo(c)
     c.curriculum = common.curriculum(c)

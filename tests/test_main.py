@@ -9,15 +9,18 @@ from flax import nnx
 
 from configs import forward
 from gog_jax import main
-from gog_jax.models import qwen2_5_vl
+from gog_jax.models import families
 
 
-def test_forward_mode_round_trips_a_checkpoint(tmp_path):
-    config = forward.get_config("preset=tiny")
+# 168x168 image, 2x2 merge: Qwen2.5-VL 12x12 patches of 14; Qwen3-VL resizes to 160x160, 10x10 patches of 16
+@pytest.mark.parametrize("model,image_tokens", [("tiny", 36), ("qwen3_vl_tiny", 25)])
+def test_forward_mode_round_trips_a_checkpoint(tmp_path, model, image_tokens):
+    config = forward.get_config(f"model={model}")
     summary = main.run_mode(config, str(tmp_path))
     assert summary["mode"] == "forward" and "no training" in summary["note"]
-    assert summary["image_tokens_per_sequence"] == 36  # 168x168 image: 12x12 patches, 2x2 merge
-    reloaded = qwen2_5_vl.from_pretrained(os.path.join(str(tmp_path), "model"))
+    assert summary["image_tokens_per_sequence"] == image_tokens
+    reloaded = families.from_pretrained(os.path.join(str(tmp_path), "model"))
+    assert reloaded.config.MODEL_TYPE == config.model.family
     assert summary["params"] == sum(int(np.prod(v.shape)) for v in jax.tree.leaves(nnx.state(reloaded)))
 
 

@@ -17,6 +17,17 @@ non-space character, so tokenising chunk by chunk equals tokenising the whole st
 as an assistant turn starts with a non-space character (as the grammar's `<think>` does).
 Each image becomes `<|vision_start|>` + N x `<|image_pad|>` + `<|vision_end|>`, N from its
 processed grid.
+
+Qwen3-VL renders the same. Its released template (Qwen3-VL-*-Instruct's `chat_template.json`,
+written here from memory: tokenizer files are not available offline) is ChatML with the same
+markers and the same image placeholder per image; it differs from Qwen2.5-VL's only where we
+do not go: no default "You are a helpful assistant." system turn when a conversation has none
+(ours always has one, possibly empty), and tool calls as `<tool_call>` JSON with results in
+`<tool_response>` user turns (our grammar has its own action tags). The Thinking models'
+template also opens each generation with `<|im_start|>assistant\n<think>\n` and drops the
+reasoning of assistant turns before the last user turn when it re-renders a history; we never
+re-render (observations are appended) and our grammar already asks for `<think>...</think>`
+at the start of each turn, so that variant is not implemented.
 """
 
 import dataclasses
@@ -26,20 +37,26 @@ import numpy as np
 
 from gog_jax.agent import protocol
 from gog_jax.agent.tokenizer import Tokenizer
-from gog_jax.processing.image import smart_resize
+from gog_jax.processing.image import CLIP_MEAN, CLIP_STD, smart_resize
 
 
 @dataclasses.dataclass(frozen=True)
 class VisionSpec:
-    """The model's image geometry: how many tokens an image takes, and the frame boxes live in.
+    """The model's image processing: how many tokens an image takes, the frame boxes live in,
+    and the pixel values it is given (`packing.image_inputs`).
 
-    Defaults are Qwen2.5-VL's processor; the tiny world model uses e.g. max_pixels=168*168.
+    Defaults are Qwen2.5-VL's processor; `train.build.vision_spec` fills the sizes from the model's
+    config and mean/std from its family (`models.families.processor`): Qwen3-VL's 16-pixel
+    patches make the resize factor 32. The tiny world model uses e.g. max_pixels=168*168.
     """
 
     min_pixels: int = 56 * 56
     max_pixels: int = 28 * 28 * 1280
     patch_size: int = 14
     merge_size: int = 2
+    temporal_patch_size: int = 2
+    mean: tuple[float, ...] = CLIP_MEAN
+    std: tuple[float, ...] = CLIP_STD
 
     @property
     def factor(self) -> int:

@@ -1,8 +1,8 @@
 """`forward` mode: build a preset model, round-trip it through a HF checkpoint, run one forward.
 
 What the main job runs until the training pipeline exists: it exercises the real pieces
-(preset -> Flax model -> safetensors export -> reload -> image processing -> M-RoPE -> jitted
-multimodal forward) and reports what it measured. It trains nothing and says so.
+(preset of either family -> Flax model -> safetensors export -> reload -> image processing ->
+M-RoPE -> jitted multimodal forward) and reports what it measured. It trains nothing and says so.
 """
 
 import os
@@ -13,21 +13,21 @@ import numpy as np
 from absl import logging
 from flax import nnx
 
-from gog_jax.models import qwen2_5_vl
+from gog_jax.models import families
 from gog_jax.processing import image as image_lib
 
 
 def run(config, workdir: str) -> dict:
-    cfg = qwen2_5_vl.model_config(config.model)
-    model = qwen2_5_vl.Qwen25VL(cfg, rngs=nnx.Rngs(config.seed))
+    cfg = families.named(config.model.family).model_config(config.model.preset)
+    model = families.build(cfg, seed=config.seed)
     checkpoint = os.path.join(workdir, "model")
-    qwen2_5_vl.save_pretrained(model, checkpoint)
-    model = qwen2_5_vl.from_pretrained(checkpoint, dtype=config.dtype)
+    families.save_pretrained(model, checkpoint)
+    model = families.from_pretrained(checkpoint, dtype=config.model.dtype)
     num_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
 
     rng = np.random.default_rng(config.seed)
     picture = rng.integers(0, 256, (config.image_size, config.image_size, 3), dtype=np.uint8)
-    pixels, grid = image_lib.preprocess(picture, max_pixels=config.image_size ** 2)
+    pixels, grid = image_lib.preprocess(picture, max_pixels=config.image_size ** 2, **families.processor(cfg))
     num_image_tokens = int(np.prod(grid)) // cfg.vision.spatial_merge_size ** 2
     text = rng.integers(32, cfg.text.vocab_size, config.text_tokens)
     ids = np.concatenate([[cfg.vision_start_token_id], [cfg.image_token_id] * num_image_tokens,

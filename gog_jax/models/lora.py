@@ -24,12 +24,14 @@ ALL_DECODER_LINEARS: tuple[str, ...] = (
     r"model/layers/\d+/self_attn/(q|k|v|o)_proj",
     r"model/layers/\d+/mlp/(gate|up|down)_proj",
 )
-# Every Linear of the vision blocks, merger and decoder; like PEFT's "all-linear", not the LM head
-# (nor the patch embedding, a Conv3d in transformers).
+# Every Linear of the vision blocks, mergers and decoder, under either family's names (Qwen2.5-VL:
+# SwiGLU blocks, merger fc1/fc2; Qwen3-VL: GELU blocks, merger and DeepStack mergers linear_fc1/2);
+# like PEFT's "all-linear", not the LM head (nor the patch embedding, a Conv3d in transformers).
 ALL_LINEARS: tuple[str, ...] = ALL_DECODER_LINEARS + (
     r"visual/blocks/\d+/attn/(qkv|proj)",
-    r"visual/blocks/\d+/mlp/(gate|up|down)_proj",
+    r"visual/blocks/\d+/mlp/(gate_proj|up_proj|down_proj|linear_fc1|linear_fc2)",
     r"visual/merger/fc(1|2)",
+    r"visual/(merger|deepstack_merger_list/\d+)/linear_fc(1|2)",
 )
 
 

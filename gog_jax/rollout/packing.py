@@ -13,21 +13,24 @@ Images are encoded per image, padded to one patch bucket (`image_patches`), `ima
 per batch: the vision tower then runs as a vmap over images, each attending within itself,
 instead of a dense mask over every patch of the batch. `feature_index` lists, in the order of
 the batch's image-pad tokens, where each merged feature lives in the flattened
-[image_slots * image_patches / merge**2] output.
+[image_slots * image_patches / merge**2] output (for Qwen3-VL, in each DeepStack row alike).
+Either family works: its patch geometry and normalisation come in the `VisionSpec`, its vision
+metadata from `models.families` by the model config.
 """
 
 import collections
 import dataclasses
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent import futures
+from typing import Any
 
 import jax
 import numpy as np
 
 from gog_jax.agent.render import VisionSpec, image_grid
-from gog_jax.models.qwen2_5_vl import rope
-from gog_jax.models.qwen2_5_vl.config import ModelConfig
-from gog_jax.models.qwen2_5_vl.vision import VisionMetadata, vision_metadata
+from gog_jax.models import families
+from gog_jax.models.qwen2_5_vl import rope  # both families' M-RoPE (qwen3_vl/rope.py)
+from gog_jax.models.qwen2_5_vl.config import VLConfig
 from gog_jax.processing.image import preprocess
 
 
@@ -59,7 +62,7 @@ class Batch:
     advantages: np.ndarray        # [R, T] float32
     sampler_logprobs: np.ndarray  # [R, T] float32, the sampler's log-prob of the target
     pixel_values: np.ndarray      # [N, P, patch_dim] float32
-    vision: VisionMetadata        # fields with a leading [N]
+    vision: Any                   # the family's VisionMetadata, fields with a leading [N]
     feature_index: np.ndarray     # [N * P / merge**2] int32
 
 
@@ -90,7 +93,8 @@ def fit_rows(pack: PackConfig, lengths: Sequence[int], multiple: int = 128) -> P
 def image_inputs(image: np.ndarray, vision: VisionSpec) -> tuple[np.ndarray, np.ndarray]:
     """One image -> (pixel_values [P, patch_dim], grid [3]) as the engine and the renderer see it."""
     return preprocess(image, min_pixels=vision.min_pixels, max_pixels=vision.max_pixels,
-                      patch_size=vision.patch_size, merge_size=vision.merge_size)
+                      patch_size=vision.patch_size, merge_size=vision.merge_size,
+                      temporal_patch_size=vision.temporal_patch_size, mean=vision.mean, std=vision.std)
 
 
 _MIXED_WINDOW = 2  # batches open at once when packing in a random order
@@ -107,7 +111,7 @@ class Packed:
     at a time (measured: the tiny model never learned to copy a name or read a colour that way).
     """
 
-    def __init__(self, examples: Sequence[Example], cfg: ModelConfig, vision: VisionSpec, pack_config: PackConfig,
+    def __init__(self, examples: Sequence[Example], cfg: VLConfig, vision: VisionSpec, pack_config: PackConfig,
                  seed: int | None = None):
         self.cfg, self.vision, self.pack_config = cfg, vision, pack_config
         self.examples: list[Example] = []
@@ -162,7 +166,7 @@ class Packed:
         return sum(len(row) for row in self.layout[index])
 
 
-def _problem(example: Example, cfg: ModelConfig, vision: VisionSpec, pack: PackConfig) -> str | None:
+def _problem(example: Example, cfg: VLConfig, vision: VisionSpec, pack: PackConfig) -> str | None:
     """Why an example cannot be packed (None if it can): checked before any batch is built."""
     grids = [image_grid(im.shape[0], im.shape[1], vision) for im in example.images]
     if len(example) > pack.seq_len:
@@ -201,7 +205,7 @@ def _assign_rows(lengths: list[int], image_counts: list[int], order: list[int], 
     return [[row["items"] for row in batch["rows"]] for batch in batches]
 
 
-def _positions(example: Example, grids, cfg: ModelConfig) -> np.ndarray:
+def _positions(example: Example, grids, cfg: VLConfig) -> np.ndarray:
     positions, state = rope.chunk_positions(example.token_ids, grids, rope.RopeState(), cfg.image_token_id,
                                             cfg.vision.spatial_merge_size)
     if state.image_grid is not None:
@@ -209,7 +213,7 @@ def _positions(example: Example, grids, cfg: ModelConfig) -> np.ndarray:
     return positions
 
 
-def _build(rows: list[list[Example]], cfg: ModelConfig, vision: VisionSpec, pack: PackConfig) -> Batch:
+def _build(rows: list[list[Example]], cfg: VLConfig, vision: VisionSpec, pack: PackConfig) -> Batch:
     r, t = pack.rows, pack.seq_len
     tokens = np.zeros((r, t), np.int32)
     positions = np.zeros((3, r, t), np.int32)
@@ -249,9 +253,9 @@ def _build(rows: list[list[Example]], cfg: ModelConfig, vision: VisionSpec, pack
                  pixel_values, vision, feature_index)
 
 
-def _image_slots(images, cfg: ModelConfig, pack: PackConfig):
+def _image_slots(images, cfg: VLConfig, pack: PackConfig):
     """[N, P, dim] patches, stacked per-image metadata, and the feature gather index."""
-    v = cfg.vision
+    v, vision_metadata = cfg.vision, families.of(cfg).io.model_cls.vision_metadata
     unit = v.spatial_merge_size ** 2
     units = pack.image_patches // unit
     pixel_values = np.zeros((pack.image_slots, pack.image_patches, v.patch_dim), np.float32)

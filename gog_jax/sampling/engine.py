@@ -4,7 +4,9 @@ A `Session` is one conversation living in one slot of a dense KV cache. `open` p
 prompt, `step` runs one jitted multi-step decode call over every active slot and returns the
 sessions that stopped, `append` prefills a tool observation (text and images, with incremental
 M-RoPE) at the session's current end, and `resume` decodes again: nothing is ever re-prefilled.
-`generate` is the batch API built on the same calls.
+`generate` is the batch API built on the same calls. Any `VisionLanguageModel` serves (Qwen2.5-VL,
+Qwen3-VL): the model brings its vision metadata, and its image features, DeepStack rows
+included, fill a chunk's image-pad tokens.
 """
 
 import dataclasses
@@ -16,8 +18,8 @@ from flax import nnx
 from jax.sharding import NamedSharding
 
 from gog_jax import sharding as sharding_lib
-from gog_jax.models.qwen2_5_vl import Qwen25VL, rope, vision_metadata
-from gog_jax.models.qwen2_5_vl.model import check_images
+from gog_jax.models.qwen2_5_vl import rope  # both families' M-RoPE (qwen3_vl/rope.py)
+from gog_jax.models.qwen2_5_vl.model import VisionLanguageModel, check_images
 from gog_jax.sampling import programs
 from gog_jax.sampling.params import SamplingParams, pack_stop_ids, pack_stop_sequences
 
@@ -67,11 +69,12 @@ class GenerationOutput:
 class Engine:
     """JAX-native sampler over a slot-based KV cache; see the module docstring."""
 
-    def __init__(self, model: Qwen25VL, num_slots: int = 8, max_seq_len: int = 2048, *,
+    def __init__(self, model: VisionLanguageModel, num_slots: int = 8, max_seq_len: int = 2048, *,
                  chunk_buckets: Sequence[int] = DEFAULT_CHUNK_BUCKETS, decode_steps: int = 32,
                  max_stop_ids: int = 8, max_stop_sequences: int = 8, max_stop_len: int = 8,
                  rules=sharding_lib.DEFAULT_RULES):
         self.config, self.rules = model.config, rules
+        self.vision_metadata = model.vision_metadata  # the family's host-side index arrays
         self.graphdef, self.params = nnx.split(model)
         self._graph = programs.Graph(self.graphdef)
         self.num_slots, self.max_seq_len, self.decode_steps = num_slots, max_seq_len, decode_steps
@@ -291,4 +294,4 @@ class Engine:
         size = patch_bucket(len(pixel_values), unit)
         padded = np.zeros((size, pixel_values.shape[1]), np.float32)
         padded[:len(pixel_values)] = pixel_values
-        return programs.encode(self._graph, self.params, padded, vision_metadata(grids, self.config.vision, size))
+        return programs.encode(self._graph, self.params, padded, self.vision_metadata(grids, self.config.vision, size))

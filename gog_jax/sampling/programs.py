@@ -17,7 +17,8 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from gog_jax import sharding as sharding_lib
-from gog_jax.models.qwen2_5_vl import KVCache, Qwen25VL, VisionMetadata
+from gog_jax.models.qwen2_5_vl import KVCache
+from gog_jax.models.qwen2_5_vl.model import VisionLanguageModel
 from gog_jax.sampling import sample as sample_lib
 
 
@@ -44,7 +45,7 @@ class DecodeState:
     recent: jax.Array          # [S, L] newest tokens of the phase, right-aligned (-2 before start)
 
     @classmethod
-    def create(cls, model: Qwen25VL, slots: int, cache_len: int, stop_width: int, stop_count: int,
+    def create(cls, model: VisionLanguageModel, slots: int, cache_len: int, stop_width: int, stop_count: int,
                stop_len: int) -> "DecodeState":
         i32 = lambda fill, *shape: jnp.full(shape, fill, jnp.int32)  # noqa: E731
         return cls(
@@ -107,14 +108,15 @@ class Graph:
         return self is other or (isinstance(other, Graph) and self.graphdef == other.graphdef)
 
 
-def _model(graphdef, params) -> Qwen25VL:
+def _model(graphdef, params) -> VisionLanguageModel:
     """graphdef: an nnx GraphDef or a `Graph` holding one."""
     return nnx.merge(graphdef.graphdef if isinstance(graphdef, Graph) else graphdef, params)
 
 
 @functools.partial(jax.jit, static_argnums=0)
-def encode(graphdef, params, pixel_values: jax.Array, meta: VisionMetadata) -> jax.Array:
-    """Patches [P_bucket, patch_dim] -> image features [P_bucket / merge**2, D]."""
+def encode(graphdef, params, pixel_values: jax.Array, meta) -> jax.Array:
+    """Patches [P_bucket, patch_dim] and the family's vision metadata -> image features
+    [..., P_bucket / merge**2, D] (a leading axis: DeepStack rows, see `decoder.forward`)."""
     return _model(graphdef, params).encode_images(pixel_values, meta)
 
 
@@ -123,13 +125,14 @@ def append(graphdef, params, state: DecodeState, slot, start, tokens, positions,
            features=None, feature_offset=0, window: int | None = None, layout: Layout = Layout()) -> DecodeState:
     """Prefills tokens [T] (valid prefix num_valid) into `slot` at cache position `start`.
 
-    features [F, D] are the chunk's image features; those from `feature_offset` on fill the
-    chunk's image-pad tokens in order. The chunk attends to the first `window` cache positions
-    (static; the caller's bucket holding start + T), not the whole cache.
+    features [..., F, D] are the chunk's image features (Qwen3-VL: DeepStack rows on a leading
+    axis); those from `feature_offset` on (along F, in every row) fill the chunk's image-pad
+    tokens in order. The chunk attends to the first `window` cache positions (static; the
+    caller's bucket holding start + T), not the whole cache.
     """
     model = _model(graphdef, params)
     if features is not None:
-        features = jnp.take(features, feature_offset + jnp.arange(tokens.shape[0]), axis=0, mode="fill",
+        features = jnp.take(features, feature_offset + jnp.arange(tokens.shape[0]), axis=-2, mode="fill",
                             fill_value=0)
     hidden, cache = model.forward(tokens[None], positions[:, None], image_features=features, cache=state.cache,
                                   cache_index=jnp.asarray(start, jnp.int32)[None],
@@ -168,7 +171,7 @@ def fork(state: DecodeState, source, targets, layout: Layout = Layout()) -> Deco
         next_pos=copy(state.next_pos), logits=copy(state.logits)))
 
 
-def _decode_step(model: Qwen25VL, state: DecodeState, max_len: int):
+def _decode_step(model: VisionLanguageModel, state: DecodeState, max_len: int):
     slots = jnp.arange(state.active.shape[0])
     is_stop_id = jnp.zeros_like(state.logits, bool).at[slots[:, None], state.stop_ids].set(True, mode="drop")
     before_min = (state.count < state.min_new)[:, None]

@@ -18,8 +18,10 @@ from gog_jax.agent import gaze as gaze_lib
 from gog_jax.agent import rewards
 from gog_jax.agent.render import VisionSpec
 from gog_jax.agent.tokenizer import Tokenizer, load_tokenizer
+from gog_jax.models import families
 from gog_jax.models import lora as lora_lib
-from gog_jax.models.qwen2_5_vl import Qwen25VL, presets, weights
+from gog_jax.models.qwen2_5_vl.config import VLConfig
+from gog_jax.models.qwen2_5_vl.model import VisionLanguageModel
 from gog_jax.rollout.packing import PackConfig
 from gog_jax.rollout.runner import RolloutRunner
 from gog_jax.sampling import Engine
@@ -45,25 +47,40 @@ def rules(config) -> tuple:
     return tuple((name, tuple(axes) if isinstance(axes, (list, tuple)) else axes) for name, axes in config.rules)
 
 
-def vision_spec(config) -> VisionSpec:
-    return VisionSpec(min_pixels=config.vision.min_pixels, max_pixels=config.vision.max_pixels)
+def model_config(config) -> VLConfig:
+    """The model's config: config.model.checkpoint's (its `config.json` names the family), else
+    config.model.preset of config.model.family."""
+    if config.model.checkpoint:
+        return families.read_config(config.model.checkpoint)
+    return families.named(config.model.family).model_config(config.model.preset)
 
 
-def env_config(config) -> env_lib.EnvConfig:
+def vision_spec(config, cfg: VLConfig) -> VisionSpec:
+    """config.vision's pixel bounds with the model's image processing: its patch geometry and
+    its family's normalisation."""
+    return VisionSpec(min_pixels=config.vision.min_pixels, max_pixels=config.vision.max_pixels,
+                      **families.processor(cfg))
+
+
+def env_config(config, cfg: VLConfig | None = None) -> env_lib.EnvConfig:
+    """config.env for the model `cfg` (default `model_config(config)`); `env.relative_coords`
+    unset means the frame the model's family grounds boxes in."""
     c = config.env
+    cfg = cfg or model_config(config)
+    relative = families.of(cfg).relative_coords if c.relative_coords is None else c.relative_coords
     return env_lib.EnvConfig(max_turns=c.max_turns, top_k=c.top_k, max_response_tokens=c.max_response_tokens,
                              fault_rate=c.fault_rate, seed=c.seed, prompt=c.prompt,
-                             gaze=gaze_lib.GazeConfig(relative_coords=c.relative_coords, vision=vision_spec(config)))
+                             gaze=gaze_lib.GazeConfig(relative_coords=relative, vision=vision_spec(config, cfg)))
 
 
-def model(config, checkpoint: str = "") -> Qwen25VL:
-    """A model from a Hugging Face folder (`checkpoint` or config.model.checkpoint) or a preset, LoRA applied."""
+def model(config, checkpoint: str = "") -> VisionLanguageModel:
+    """A model from a Hugging Face folder (`checkpoint` or config.model.checkpoint) of any family,
+    or a preset, LoRA applied."""
     path = checkpoint or config.model.checkpoint
     if path:
-        result = weights.from_pretrained(path, config.model.dtype)
+        result = families.from_pretrained(path, config.model.dtype)
     else:
-        result = Qwen25VL(presets.model_config(config.model.preset), dtype=config.model.dtype,
-                          rngs=nnx.Rngs(config.seed))
+        result = families.build(model_config(config), config.model.dtype, config.seed)
     if config.lora.rank:
         lora_lib.apply_lora(result, rank=config.lora.rank, alpha=config.lora.alpha, targets=tuple(config.lora.targets),
                             rngs=nnx.Rngs(config.seed + 1))
@@ -116,7 +133,7 @@ def optimizer(config, stage, total_steps: int) -> optax.GradientTransformation:
                                 clip_norm=o.clip_norm or None, vision_lr_scale=o.vision_lr_scale)
 
 
-def runner(config, model_: Qwen25VL, backend, tokenizer_: Tokenizer, params=None,
+def runner(config, model_: VisionLanguageModel, backend, tokenizer_: Tokenizer, params=None,
            accuracy: rewards.Accuracy | None = None) -> RolloutRunner:
     """Engine + runner; the judge is `accuracy` (e.g. an LLM judge with its endpoint) or named by config.accuracy."""
     e = config.engine
@@ -124,9 +141,9 @@ def runner(config, model_: Qwen25VL, backend, tokenizer_: Tokenizer, params=None
                     rules=rules(config))
     if params is not None:
         engine.update_params(params)
-    env = env_config(config)
+    env = env_config(config, model_.config)
     judge = accuracy or rewards.make_accuracy(config.accuracy)
     reward_fn = functools.partial(rewards.episode_reward, accuracy=judge, lam=config.lam, grammar=env.grammar)
-    return RolloutRunner(engine, backend, tokenizer_, env, vision_spec(config), reward_fn=reward_fn,
+    return RolloutRunner(engine, backend, tokenizer_, env, env.gaze.vision, reward_fn=reward_fn,
                          num_workers=config.tool_workers, overlap_tools=config.overlap_tools)
 

@@ -20,9 +20,9 @@ from flax import nnx
 from jax.sharding import AbstractMesh, NamedSharding
 
 from gog_jax import sharding as sharding_lib
+from gog_jax.models import families
 from gog_jax.models import lora as lora_lib
-from gog_jax.models.qwen2_5_vl.config import ModelConfig
-from gog_jax.models.qwen2_5_vl.model import Qwen25VL
+from gog_jax.models.qwen2_5_vl.config import VLConfig
 from gog_jax.train import optim
 
 V5E_HBM_BYTES = 16 * 2**30
@@ -56,7 +56,7 @@ def _split(n: int, parts: int) -> float:
     return n / parts if n % parts == 0 else n
 
 
-def activation_bytes(cfg: ModelConfig, *, rows: int, seq_len: int, tensor: int, dtype=jnp.bfloat16,
+def activation_bytes(cfg: VLConfig, *, rows: int, seq_len: int, tensor: int, dtype=jnp.bfloat16,
                      remat: bool = True, flash_attention: bool = False, logits_chunk: int = 4096,
                      image_patches: int = 0) -> dict[str, int]:
     """Per-device activation bytes of one micro-batch's forward + backward, by term.
@@ -95,7 +95,7 @@ def activation_bytes(cfg: ModelConfig, *, rows: int, seq_len: int, tensor: int, 
     return {k: int(x) for k, x in terms.items()}
 
 
-def estimate(model_config: ModelConfig, mesh_shape: Mapping[str, int], rules=sharding_lib.DEFAULT_RULES, *,
+def estimate(model_config: VLConfig, mesh_shape: Mapping[str, int], rules=sharding_lib.DEFAULT_RULES, *,
              batch_per_device: int = 1, seq_len: int = GRPO_SEQ_LEN, param_dtype=jnp.bfloat16,
              master_dtype=jnp.float32, optimizer: optax.GradientTransformation | None = None,
              reference: bool = False, lora_rank: int = 0,
@@ -116,7 +116,7 @@ def estimate(model_config: ModelConfig, mesh_shape: Mapping[str, int], rules=sha
     mesh = abstract_mesh(mesh_shape)
 
     def build():
-        model = Qwen25VL(model_config, dtype=jnp.dtype(param_dtype), rngs=nnx.Rngs(0))
+        model = families.build(model_config, param_dtype)
         if lora_rank:
             lora_lib.apply_lora(model, rank=lora_rank, alpha=float(lora_rank), targets=lora_targets,
                                 rngs=nnx.Rngs(1))

@@ -26,8 +26,8 @@ from PIL import Image
 from gog_jax import hosts
 from gog_jax.agent import render as render_lib
 from gog_jax.agent import trajectory
+from gog_jax.models import families
 from gog_jax.models import lora as lora_lib
-from gog_jax.models.qwen2_5_vl import weights
 from gog_jax.rollout import packing
 from gog_jax.rollout.packing import Example, Packed
 from gog_jax.train import build, checkpoint, metrics, optim
@@ -129,9 +129,10 @@ def train(config, workdir: str, data: str) -> dict[str, Any]:
     with `export_dir`."""
     c = config.sft
     tokenizer = build.tokenizer(config)
-    vision = build.vision_spec(config)
-    examples, skipped = read_examples(data, tokenizer, vision, build.env_config(config).gaze)
     model = build.model(config)
+    gaze = build.env_config(config, model.config).gaze
+    vision = gaze.vision
+    examples, skipped = read_examples(data, tokenizer, vision, gaze)
     pack = packing.fit_rows(build.pack_config(config), [len(e) for e in examples])
     packed = Packed(examples, model.config, vision, pack, seed=config.seed)
     per_step = c.micro_batches
@@ -178,7 +179,7 @@ def export(learner: Learner, tokenizer, directory: str, lora: bool) -> None:
     model = learner.model()
     if lora:
         lora_lib.merge_lora(model)
-    weights.save_pretrained(model, directory)
+    families.save_pretrained(model, directory)
     if hosts.is_primary():
         tokenizer.save(directory)
     hosts.barrier("sft:export")

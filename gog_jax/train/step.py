@@ -26,7 +26,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from gog_jax import sharding as sharding_lib
 from gog_jax.models import lora as lora_lib
-from gog_jax.models.qwen2_5_vl import Qwen25VL
+from gog_jax.models.qwen2_5_vl.model import VisionLanguageModel
 from gog_jax.rollout.packing import Batch
 from gog_jax.train import losses
 
@@ -48,17 +48,19 @@ class LossConfig:
     max_segments: int = 16
 
 
-def lm_head_kernel(model: Qwen25VL) -> jax.Array:
+def lm_head_kernel(model: VisionLanguageModel) -> jax.Array:
     """[D, V]: the LM head, or the transposed embedding when tied."""
     if model.lm_head is None:
         return model.model.embed_tokens[...].T
     return model.lm_head.kernel[...]
 
 
-def batch_logprobs(model: Qwen25VL, batch: Batch, cfg: LossConfig) -> tuple[jax.Array, jax.Array]:
+def batch_logprobs(model: VisionLanguageModel, batch: Batch, cfg: LossConfig) -> tuple[jax.Array, jax.Array]:
     """log p(target) and entropy [R, T] (float32) of a packed batch, vocabulary in chunks."""
-    features = jax.vmap(model.encode_images)(batch.pixel_values, batch.vision)  # [N, U, D]
-    features = features.reshape(-1, features.shape[-1])[batch.feature_index]
+    features = jax.vmap(model.encode_images)(batch.pixel_values, batch.vision)  # [N, (1 + L,) U, D]
+    features = jnp.moveaxis(features, 0, -3)  # DeepStack rows (Qwen3-VL), if any, first: [(1 + L,) N, U, D]
+    features = features.reshape(*features.shape[:-3], -1, features.shape[-1])
+    features = jnp.take(features, batch.feature_index, axis=-2)
     hidden, _ = model.forward(batch.tokens, batch.positions, segment_ids=batch.segment_ids,
                               image_features=features, remat=cfg.remat,
                               attention_block=cfg.attention_block)
@@ -91,8 +93,8 @@ def _loss(trainable, frozen, reference, batch: Batch, scale, graphdef, cfg: Loss
 class Learner:
     """Parameters, optimizer state and the jitted `accumulate` / `apply` (see the module docstring)."""
 
-    def __init__(self, model: Qwen25VL, optimizer: optax.GradientTransformation, cfg: LossConfig, mesh: Mesh,
-                 rules=sharding_lib.DEFAULT_RULES, *, lora: bool = False, reference: bool = False,
+    def __init__(self, model: VisionLanguageModel, optimizer: optax.GradientTransformation, cfg: LossConfig,
+                 mesh: Mesh, rules=sharding_lib.DEFAULT_RULES, *, lora: bool = False, reference: bool = False,
                  master_dtype: str | None = "float32"):
         self.cfg, self.mesh, self.optimizer = cfg, mesh, optimizer
         self.model_config = model.config
@@ -130,7 +132,7 @@ class Learner:
         """What the optimizer updates (and gradients accumulate in): the master copy, if any."""
         return self.trainable if self.master is None else self.master
 
-    def model(self) -> Qwen25VL:
+    def model(self) -> VisionLanguageModel:
         return nnx.merge(self.graphdef, self.trainable, self.frozen)
 
     def state(self) -> dict:

@@ -1,6 +1,7 @@
 import importlib.util
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -66,6 +67,18 @@ def test_eval_mode_writes_summary_and_trajectories(policy, tmp_path):
     turns = trajectory.from_record(
         record, lambda p: np.asarray(Image.open(tmp_path / "eval" / p).convert("RGB")), EnvConfig().gaze)
     assert turns[0].role == "system" and turns[-1].role == "assistant"
+
+
+@pytest.mark.parametrize("model,frame", [("tiny", 168), ("qwen3_vl_tiny", 1000)])
+def test_the_oracle_gazes_in_the_frame_of_the_model_family(model, frame, tmp_path):
+    """SFT clones the oracle, so its boxes must be in the model's frame: pixels of the 168-px scene
+    as Qwen2.5-VL sees it, 0-1000 of the image for Qwen3-VL (whose presets change nothing else here)."""
+    summary = main_lib.run_mode(_get_config(f"policy=oracle,world=small,n=12,model={model}"), str(tmp_path))
+    assert summary["accuracy"] == 1.0 and summary["actions"]["gaze"] > 0
+    texts = [c["text"] for line in (tmp_path / "eval" / "trajectories.jsonl").read_text(encoding="utf-8").splitlines()
+             for m in json.loads(line)["messages"] if m["role"] == "assistant" for c in m["content"]]
+    coords = [float(v) for t in texts for box in re.findall(r"<gaze>\[(.*?)\]</gaze>", t) for v in box.split(",")]
+    assert coords and 0 <= min(coords) and max(coords) == frame
 
 
 def test_command_line_entry(tmp_path):

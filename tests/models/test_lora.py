@@ -6,12 +6,13 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from gog_jax.models import lora
-from gog_jax.models.qwen2_5_vl import Qwen25VL, presets, weights
+from gog_jax.models import families, lora
+from gog_jax.models.qwen2_5_vl.model import VisionLanguageModel
 
 
-def _model() -> Qwen25VL:
-    return Qwen25VL(presets.model_config(presets.get("tiny")), rngs=nnx.Rngs(0))
+def _model(preset: str = "tiny") -> VisionLanguageModel:
+    family, shapes = families.preset(preset)
+    return families.build(families.named(family).model_config(shapes))
 
 
 def _inputs(cfg):
@@ -41,6 +42,9 @@ def test_target_counts_on_the_tiny_preset():
     assert model.visual.patch_embed.lora_a is None
     assert lora.apply_lora(_model(), rank=4, alpha=8, targets=[r"model/layers/0/self_attn/q_proj"],
                            rngs=nnx.Rngs(1)) == 1
+    # Qwen3-VL: 2 vision blocks x (qkv, proj, linear_fc1, linear_fc2) + the merger's and 2 DeepStack mergers' two
+    assert lora.apply_lora(_model("qwen3_vl_tiny"), rank=4, alpha=8, targets=lora.ALL_LINEARS,
+                           rngs=nnx.Rngs(1)) == 28 + 8 + 3 * 2
 
 
 def test_unmatched_target_raises():
@@ -70,8 +74,9 @@ def test_fresh_adapter_leaves_logits_unchanged():
     np.testing.assert_allclose(np.asarray(model(**inputs)), before, atol=1e-6)
 
 
-def test_merge_matches_unmerged_and_restores_the_plain_tree(tmp_path):
-    model = _model()
+@pytest.mark.parametrize("preset", ["tiny", "qwen3_vl_tiny"])
+def test_merge_matches_unmerged_and_restores_the_plain_tree(tmp_path, preset):
+    model = _model(preset)
     plain = _flat_shapes(model)
     inputs = _inputs(model.config)
     base = np.asarray(model(**inputs))
@@ -82,8 +87,8 @@ def test_merge_matches_unmerged_and_restores_the_plain_tree(tmp_path):
     lora.merge_lora(model)
     np.testing.assert_allclose(np.asarray(model(**inputs)), adapted, atol=1e-5)
     assert _flat_shapes(model) == plain and not nnx.state(model, lora.LoRAParam)
-    weights.save_pretrained(model, str(tmp_path))
-    loaded = weights.from_pretrained(str(tmp_path))
+    families.save_pretrained(model, str(tmp_path))
+    loaded = families.from_pretrained(str(tmp_path))
     for (path, a), (_, b) in zip(nnx.to_flat_state(nnx.state(model, nnx.Param)),
                                  nnx.to_flat_state(nnx.state(loaded, nnx.Param))):
         np.testing.assert_array_equal(np.asarray(a[...]), np.asarray(b[...]), err_msg=str(path))

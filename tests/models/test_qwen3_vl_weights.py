@@ -83,7 +83,7 @@ def test_a_qwen2_5_vl_checkpoint_is_refused(tmp_path):
 
 
 def test_a_config_without_sizes_is_refused():
-    hf = qwen3_vl.model_config(qwen3_vl.get_preset("tiny")).to_hf()
+    hf = qwen3_vl.model_config(qwen3_vl.get_preset("qwen3_vl_tiny")).to_hf()
     del hf["vision_config"]["depth"]
     with pytest.raises(ValueError, match=r"no \['depth'\] for the VisionConfig"):
         qwen3_vl.ModelConfig.from_hf(hf)

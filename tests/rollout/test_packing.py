@@ -1,14 +1,15 @@
-"""Packing: loss masks cover assistant tokens only, and packed log-probs equal per-example forwards."""
+"""Packing: loss masks cover assistant tokens only, and packed log-probs equal per-example forwards
+(Qwen2.5-VL and Qwen3-VL, whose DeepStack rows follow the same feature index)."""
 
 import dataclasses
 
 import jax
 import numpy as np
 import pytest
-from flax import nnx
 
 from gog_jax.agent import protocol
-from gog_jax.models.qwen2_5_vl import Qwen25VL, presets
+from gog_jax.agent.render import VisionSpec
+from gog_jax.models import families
 from gog_jax.rollout.packing import Example, PackConfig, Packed, fit_rows, image_inputs
 from gog_jax.train.step import LossConfig, batch_logprobs
 from gog_jax.world.corpus import default_tokenizer
@@ -16,11 +17,27 @@ from tests.conversations import VISION, example
 
 
 @pytest.fixture(scope="module")
-def setup():
-    tokenizer = default_tokenizer()
-    model = Qwen25VL(presets.model_config(presets.get("tiny")), rngs=nnx.Rngs(0))
-    examples = [example(tokenizer, s, turns, crop) for s, (turns, crop) in
-                enumerate([(1, True), (2, False), (0, False), (2, True), (1, False)])]
+def setups():
+    """preset -> (tokenizer, model, its VisionSpec, examples rendered for it), each built on first use."""
+    built = {}
+
+    def get(preset: str):
+        if preset not in built:
+            family, shapes = families.preset(preset)
+            cfg = families.named(family).model_config(shapes)
+            vision = VisionSpec(max_pixels=VISION.max_pixels, **families.processor(cfg))
+            tokenizer = default_tokenizer()
+            examples = [example(tokenizer, s, turns, crop, vision=vision) for s, (turns, crop) in
+                        enumerate([(1, True), (2, False), (0, False), (2, True), (1, False)])]
+            built[preset] = tokenizer, families.build(cfg), vision, examples
+        return built[preset]
+    return get
+
+
+@pytest.fixture(scope="module")
+def setup(setups):
+    tokenizer, model, vision, examples = setups("tiny")
+    assert vision == VISION
     return tokenizer, model, examples
 
 
@@ -65,10 +82,11 @@ def test_too_long_or_too_many_images_are_dropped(setup):
     assert set(packed.dropped) == {"ex0", "ex3"}  # the two with a crop need 2 image slots
 
 
-@pytest.mark.parametrize("attention_block", [0, 48])  # 48: blocks that do not divide the row
-def test_packed_logprobs_equal_unpacked_forward(setup, attention_block):
-    _, model, examples = setup
-    packed = Packed(examples, model.config, VISION, PackConfig(rows=2, seq_len=256, image_slots=4, image_patches=48))
+@pytest.mark.parametrize("preset,attention_block", [("tiny", 0), ("tiny", 48),  # 48: blocks that do not divide the row
+                                                    ("qwen3_vl_tiny", 48)])
+def test_packed_logprobs_equal_unpacked_forward(setups, preset, attention_block):
+    _, model, vision, examples = setups(preset)
+    packed = Packed(examples, model.config, vision, PackConfig(rows=2, seq_len=256, image_slots=4, image_patches=48))
     cfg = LossConfig(vocab_chunk=300, attention_block=attention_block)
     for i in range(len(packed)):
         b = packed.batch(i)
@@ -78,7 +96,7 @@ def test_packed_logprobs_equal_unpacked_forward(setup, attention_block):
             for index in row:
                 ex = packed.examples[index]
                 ids = ex.token_ids[None]
-                processed = [image_inputs(im, VISION) for im in ex.images]
+                processed = [image_inputs(im, vision) for im in ex.images]
                 logits = np.asarray(model(ids, pixel_values=np.concatenate([p for p, _ in processed]),
                                           image_grid_thw=np.stack([g for _, g in processed])))[0]
                 ref = jax.nn.log_softmax(logits[:-1])[np.arange(len(ids[0]) - 1), ids[0, 1:]]

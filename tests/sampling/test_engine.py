@@ -1,4 +1,8 @@
-"""The engine against transformers generate and against full forwards of the whole sequence."""
+"""The engine against transformers generate and against full forwards of the whole sequence.
+
+Tests that take `family` run on Qwen2.5-VL and Qwen3-VL (DeepStack features travel with the
+chunk's image-pad tokens); the rest on Qwen2.5-VL, the engine's code being the same for both.
+"""
 
 import jax
 import numpy as np
@@ -9,11 +13,26 @@ from gog_jax.models.qwen2_5_vl import vision_metadata
 from gog_jax.sampling import Engine, SamplingParams, programs
 from tests.models import hf_reference as ref
 
+HF_CONFIGS = {"qwen2_5_vl": ref.hf_config, "qwen3_vl": ref.qwen3_config}
+FAMILIES = pytest.mark.parametrize("family", sorted(HF_CONFIGS))
+
 
 @pytest.fixture(scope="module")
-def pair():
-    hf = ref.hf_model(ref.hf_config(), seed=11)
-    return hf, ref.ours_from_hf(hf)
+def pairs():
+    """family -> (transformers model, ours with its weights), each built on first use."""
+    built = {}
+
+    def get(family: str):
+        if family not in built:
+            hf = ref.hf_model(HF_CONFIGS[family](), seed=11)
+            built[family] = hf, ref.ours_from_hf(hf)
+        return built[family]
+    return get
+
+
+@pytest.fixture(scope="module")
+def pair(pairs):
+    return pairs("qwen2_5_vl")
 
 
 def _hf_greedy(hf, request, max_new, stop_at_eos):
@@ -31,19 +50,20 @@ def _hf_greedy(hf, request, max_new, stop_at_eos):
     return out
 
 
-def _image_request(rng, grids, texts):
-    return dict(input_ids=ref.image_sequence(rng, grids, texts),
-                pixel_values=rng.standard_normal((int(np.sum(np.prod(grids, -1))), 1176)).astype(np.float32),
+def _image_request(rng, grids, texts, patch_dim: int = 1176):
+    return dict(input_ids=ref.image_sequence(rng, grids, texts), pixel_values=ref.pixels(rng, grids, patch_dim),
                 image_grid_thw=grids)
 
 
-def test_greedy_equals_transformers_generate(pair):
+@FAMILIES
+def test_greedy_equals_transformers_generate(pairs, family):
     """Text and images, mixed prompt lengths, more requests than slots (slots are refilled)."""
-    hf, ours = pair
+    hf, ours = pairs(family)
     rng = np.random.default_rng(0)
+    dim = ours.config.vision.patch_dim
     requests = [dict(input_ids=rng.integers(10, 256, n)) for n in (3, 17, 40, 9)]
-    requests += [_image_request(rng, np.array([[1, 4, 6]]), [3, 4]),
-                 _image_request(rng, np.array([[1, 6, 4], [1, 4, 4]]), [2, 3, 5])]
+    requests += [_image_request(rng, np.array([[1, 4, 6]]), [3, 4], dim),
+                 _image_request(rng, np.array([[1, 6, 4], [1, 4, 4]]), [2, 3, 5], dim)]
     engine = Engine(ours, num_slots=2, max_seq_len=160, decode_steps=8)
     outs = engine.generate(requests, SamplingParams(temperature=0.0, max_new_tokens=24, ignore_eos=True))
     for request, out in zip(requests, outs):
@@ -79,17 +99,19 @@ def _text_logits(model, tokens):
     return np.asarray(model.logits(hidden))[0]
 
 
-def test_append_with_an_image_equals_full_forward(pair):
-    _, ours = pair
+@FAMILIES
+def test_append_with_an_image_equals_full_forward(pairs, family):
+    _, ours = pairs(family)
     rng = np.random.default_rng(2)
+    dim = ours.config.vision.patch_dim
     engine = Engine(ours, num_slots=2, max_seq_len=256, decode_steps=8)
-    first = _image_request(rng, np.array([[1, 4, 4]]), [3, 2])
+    first = _image_request(rng, np.array([[1, 4, 4]]), [3, 2], dim)
     session = engine.open(first["input_ids"], SamplingParams(temperature=0.7, max_new_tokens=5, ignore_eos=True),
                           pixel_values=first["pixel_values"], image_grid_thw=first["image_grid_thw"])
     while not engine.step():
         pass
     grids = np.array([[1, 6, 8]])
-    chunk = _image_request(rng, grids, [2, 4])
+    chunk = _image_request(rng, grids, [2, 4], dim)
     engine.append(session, chunk["input_ids"], pixel_values=chunk["pixel_values"], image_grid_thw=grids)
     all_pixels = np.concatenate([first["pixel_values"], chunk["pixel_values"]])
     all_grids = np.concatenate([first["image_grid_thw"], grids])

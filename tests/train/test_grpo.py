@@ -46,6 +46,27 @@ def test_smoke_leaves_logs_checkpoints_and_summary(smoke_run):
     assert os.path.getsize(os.path.join(workdir, "eval", "grpo", "report.html")) > 1000
 
 
+def test_smoke_pipeline_with_qwen3_vl(tmp_path):
+    """`configs/grpo.py:smoke,model=qwen3_vl_tiny` from the command line: SFT exports a Qwen3-VL
+    folder, the pipeline reloads it by its config.json, rolls it out, trains and evaluates it.
+    Compiling is the cost, so: one SFT and one GRPO step, one-turn episodes, one device (the
+    Qwen2.5-VL runs above cover the mesh) and XLA's optimisations off (about 80 s instead of 150)."""
+    flags = ["--config.sft.steps=1", "--config.grpo.steps=1", "--config.env.max_turns=1", "--config.curriculum.k=0",
+             "--config.eval.num_questions=2", "--config.loss.attention_block=0"]
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1", JAX_PLATFORMS="cpu",
+               JAX_DISABLE_MOST_OPTIMIZATIONS="1")
+    out = subprocess.run([sys.executable, "-m", "gog_jax.main", "--config=configs/grpo.py:smoke,model=qwen3_vl_tiny",
+                          *flags, f"--workdir={tmp_path}"], env=env, capture_output=True, text=True, timeout=900,
+                         check=False)
+    assert out.returncode == 0, out.stderr[-3000:]
+    summary = json.loads(out.stdout[out.stdout.rindex("\n{") + 1:])
+    with open(tmp_path / "sft" / "export" / "config.json", encoding="utf-8") as f:
+        assert json.load(f)["model_type"] == "qwen3_vl"
+    last = summary["grpo"]["last_step"]
+    assert summary["grpo"]["steps"] == 1 and last["groups"] == 2 and last["tokens"] > 0
+    assert summary["eval_questions"] == 2 and (tmp_path / "grpo" / "checkpoints" / "1").is_dir()
+
+
 def test_smoke_pipeline_on_two_hosts(smoke_run, tmp_path):
     """The whole smoke pipeline (SFT, export, calibrate, eval, GRPO, eval) as 2 processes x 4 CPU
     devices under jax.distributed: the hosts agree with each other exactly and with the

@@ -3,6 +3,7 @@
 import jax.numpy as jnp
 import pytest
 
+from gog_jax.models import families
 from gog_jax.models.qwen2_5_vl import presets
 from gog_jax.train import memory
 
@@ -68,6 +69,14 @@ def test_lora_trains_only_the_factors(cfg, v5e16):
     assert 8 * factors <= single["optimizer"] <= 8 * factors + 64
     sharded = memory.estimate(cfg, V5E_16, seq_len=4096, lora_rank=8)
     assert sharded["optimizer"] < 0.05 * v5e16["optimizer"]  # many factors are small enough to replicate
+
+
+@pytest.mark.parametrize("name,billions", [("qwen3_vl_2b", 2.13), ("qwen3_vl_4b", 4.44), ("qwen3_vl_8b", 8.77)])
+def test_qwen3_vl_presets_have_the_released_sizes(name, billions):
+    """The estimate builds any family's model; the parameter counts are the model cards' (2B, 4B, 8B)."""
+    family, shapes = families.preset(name)
+    single = memory.estimate(families.named(family).model_config(shapes), SINGLE, seq_len=1024)
+    assert round(single["params"] / 2 / 1e9, 2) == billions  # bf16
 
 
 def test_activation_terms_by_hand():

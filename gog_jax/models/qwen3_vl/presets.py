@@ -1,5 +1,7 @@
-"""Qwen3-VL model presets as ml-collections configs: tiny (tests) and the released dense shapes
-(2B, 4B, 8B). `model_config(preset)` turns one into a `ModelConfig`.
+"""Qwen3-VL model presets as ml-collections configs: qwen3_vl_tiny (tests and the embedded
+default's Qwen3-VL variant) and the released dense shapes (2B, 4B, 8B). Names carry the family,
+so they stand beside Qwen2.5-VL's in one namespace (`gog_jax.models.families.PRESETS`).
+`model_config(preset)` turns one into a `ModelConfig`.
 
 The released shapes are written from memory (no network where this was written), except the 8B
 vision tower, which is transformers' `Qwen3VLVisionConfig` default. The language models are the
@@ -26,7 +28,7 @@ _RELEASED = {
 
 
 def _preset(name: str) -> dict:
-    if name == "tiny":  # for tests: two DeepStack rows, the embedded tokenizer's special ids
+    if name == "qwen3_vl_tiny":  # Qwen2.5-VL tiny's sizes, two DeepStack rows, the embedded tokenizer's ids
         return dict(
             text=dict(vocab_size=2048, hidden_size=128, intermediate_size=384, num_hidden_layers=4,
                       num_attention_heads=4, num_key_value_heads=2, head_dim=32, rope_theta=1000000.0,
@@ -44,7 +46,7 @@ def _preset(name: str) -> dict:
         tie_word_embeddings=tied, **qwen25_presets.QWEN_TOKENS)
 
 
-PRESETS = ("tiny", *_RELEASED)
+PRESETS = ("qwen3_vl_tiny", *_RELEASED)
 
 
 def get(name: str) -> ml_collections.ConfigDict:

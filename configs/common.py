@@ -76,7 +76,8 @@ def sft(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
         data="",                 # JSONL of conversations (DESIGN §2); "": oracle demonstrations in the world
         num_questions=2400,      # demonstrations to write (train split)
         glance_only_share=0.5,   # of gaze questions demonstrated by the glance-only baseline (RL headroom)
-        wrong_crop_share=0.25,   # oracle episodes that gaze wrongly first, then reflect
+        wrong_crop_share=0.0,    # gaze episodes that crop a wrong emblem first, then reflect; the tiny
+                                 # model copies the wrong crops instead (README Results), so 0 here
         rename_share=1.0,        # episodes with every name and year swapped (world/rename.py: no memorising)
         epochs=3, steps=1500,    # steps > 0 overrides epochs (1500: the main job fits its 15 minutes)
         micro_batches=1,         # packed batches per optimizer step (gradient accumulation)

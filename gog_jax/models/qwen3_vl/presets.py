@@ -3,9 +3,10 @@ default's Qwen3-VL variant) and the released dense shapes (2B, 4B, 8B). Names ca
 so they stand beside Qwen2.5-VL's in one namespace (`gog_jax.models.families.PRESETS`).
 `model_config(preset)` turns one into a `ModelConfig`.
 
-The released shapes are written from memory (no network where this was written), except the 8B
-vision tower, which is transformers' `Qwen3VLVisionConfig` default. The language models are the
-Qwen3 dense ones of the same size (1.7B, 4B, 8B); the 2B and 4B share a smaller vision tower.
+The released shapes were written from memory (no network where this was written), except the 8B
+vision tower, which is transformers' `Qwen3VLVisionConfig` default; public copies of the 4B's
+`config.json` (every size above) and of the 2B's text sizes agree with them. The language models
+are the Qwen3 dense ones of the same size (1.7B, 4B, 8B); the 2B and 4B share a smaller vision tower.
 """
 
 import ml_collections

@@ -13,6 +13,7 @@ A benchmark, not a test: figures go in the README.
 """
 
 import argparse
+import statistics
 import time
 
 import jax
@@ -49,15 +50,11 @@ def bytes_per_step(model, batch: int, mean_length: float) -> float:
     return total + batch * mean_length * kv_per_token
 
 
-def timed(fn, repeats: int) -> float:
-    """Median seconds of fn() after one warm-up call (which compiles)."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
+def median_decode_seconds(engine: Engine, prompts, params: SamplingParams, repeats: int) -> float:
+    """Median of `engine_decode_seconds` after one warm-up call (which compiles). Its own clock, not
+    a timer around it: each call also prefills the prompts, one `open` at a time."""
+    engine_decode_seconds(engine, prompts, params)
+    return statistics.median(engine_decode_seconds(engine, prompts, params) for _ in range(repeats))
 
 
 def engine_decode_seconds(engine: Engine, prompts, params: SamplingParams) -> float:
@@ -121,18 +118,18 @@ def main():
         ours = np.stack([o.token_ids for o in engine.generate([dict(input_ids=p) for p in prompts], greedy)])
         agree = f"engine == minimal loop: {np.array_equal(ours, np.asarray(run_minimal()))}"
         tokens = batch * args.new
-        decode = {"engine, greedy": timed(lambda: engine_decode_seconds(engine, prompts, greedy), args.repeats),
-                  "engine, temperature 1": timed(lambda: engine_decode_seconds(engine, prompts, sampled),
-                                                 args.repeats)}
-        whole = {"engine, greedy": timed(lambda: engine.generate([dict(input_ids=p) for p in prompts], greedy),
-                                         args.repeats),
-                 "minimal jitted loop": timed(run_minimal, args.repeats)}
+        decode = {"engine, greedy": median_decode_seconds(engine, prompts, greedy, args.repeats),
+                  "engine, temperature 1": median_decode_seconds(engine, prompts, sampled, args.repeats)}
+        whole = {"engine, greedy": common.median_seconds(
+                     lambda: engine.generate([dict(input_ids=p) for p in prompts], greedy), args.repeats),
+                 "minimal jitted loop": common.median_seconds(run_minimal, args.repeats)}
         if not args.skip_transformers:
             theirs = run_hf(args.new)[:, args.prompt:].cpu().numpy()
             same = (ours == theirs).cumprod(axis=1).sum(axis=1)  # greedy tokens equal before the first difference
             agree += f"; equal to transformers before the first difference: median {np.median(same):.0f} tokens"
-            whole["transformers generate"] = timed(lambda: run_hf(args.new), args.repeats)
-            decode["transformers generate"] = whole["transformers generate"] - timed(lambda: run_hf(1), args.repeats)
+            whole["transformers generate"] = common.median_seconds(lambda: run_hf(args.new), args.repeats)
+            decode["transformers generate"] = (whole["transformers generate"]
+                                               - common.median_seconds(lambda: run_hf(1), args.repeats))
         # seconds a decode step; transformers' is timed as (N new tokens) - (1 new token): N - 1 steps
         steps = {name: seconds / (args.new - (name == "transformers generate")) for name, seconds in decode.items()}
         print(f"\nbatch {batch}, {args.prompt}-token prompts, {args.new} new tokens ({agree})")

@@ -141,14 +141,28 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int = DEFAULT_VOCAB_SIZE) 
 
 
 def load_tokenizer(directory: str) -> Tokenizer:
-    """Reads `tokenizer.json` (+ the chat template from `tokenizer_config.json` when present)."""
+    """Reads `tokenizer.json` and the folder's own chat template (`chat_template_of`)."""
     backend = tokenizers.Tokenizer.from_file(os.path.join(directory, "tokenizer.json"))
-    template = CHAT_TEMPLATE
-    config_path = os.path.join(directory, "tokenizer_config.json")
-    if os.path.exists(config_path):
-        with open(config_path, encoding="utf-8") as f:
-            template = json.load(f).get("chat_template") or CHAT_TEMPLATE
-    return Tokenizer(backend, special_ids_of(backend), template)
+    return Tokenizer(backend, special_ids_of(backend), chat_template_of(directory))
+
+
+def chat_template_of(directory: str) -> str:
+    """The template a checkpoint folder ships, where Hugging Face keeps it: `chat_template.jinja`
+    (transformers 5's `save_pretrained`), `chat_template.json` (released Qwen2.5-VL / Qwen3-VL
+    processors) or `tokenizer_config.json`, first found wins; Qwen2-VL's when none has one. So an
+    export of a released Qwen3-VL keeps Qwen3-VL's template, not ours."""
+    jinja = os.path.join(directory, "chat_template.jinja")
+    if os.path.exists(jinja):
+        with open(jinja, encoding="utf-8") as f:
+            return f.read()
+    for name in ("chat_template.json", "tokenizer_config.json"):
+        path = os.path.join(directory, name)
+        if os.path.exists(path):
+            with open(path, encoding="utf-8") as f:
+                template = json.load(f).get("chat_template")
+            if isinstance(template, str) and template:
+                return template
+    return CHAT_TEMPLATE
 
 
 def stop_token_sequences(tokenizer: Tokenizer, strings: Iterable[str]) -> list[list[int]]:

@@ -51,6 +51,19 @@ def test_save_load_round_trip(tiny_tokenizer, tmp_path):
     assert config["chat_template"] == tok_lib.CHAT_TEMPLATE and config["eos_token"] == "<|im_end|>"
 
 
+def test_a_checkpoints_own_template_survives_export(tiny_tokenizer, tmp_path):
+    """A folder's template (wherever HF keeps it) is the one an export writes back."""
+    tiny_tokenizer.backend.save(str(tmp_path / "tokenizer.json"))
+    assert load_tokenizer(str(tmp_path)).chat_template == tok_lib.CHAT_TEMPLATE  # none shipped: ours
+    for name, content, expected in [("tokenizer_config.json", json.dumps({"chat_template": "A"}), "A"),
+                                    ("chat_template.json", json.dumps({"chat_template": "B"}), "B"),
+                                    ("chat_template.jinja", "C", "C")]:  # each added file takes precedence
+        (tmp_path / name).write_text(content)
+        assert load_tokenizer(str(tmp_path)).chat_template == expected
+    load_tokenizer(str(tmp_path)).save(str(tmp_path / "export"))
+    assert load_tokenizer(str(tmp_path / "export")).chat_template == "C"
+
+
 def test_hf_loads_our_files(tiny_tokenizer, tmp_path):
     from transformers import AutoTokenizer
     tiny_tokenizer.save(str(tmp_path))

@@ -21,24 +21,29 @@ def make_writer(logdir: str) -> metric_writers.MetricWriter:
 
 class Progress:
     """Periodic progress line with steps/s and ETA (clu's `ReportProgress` needs a TF summary context
-    for its own writes; this one is plain and prints through the writer)."""
+    for its own writes; this one is plain and prints through the writer).
+
+    The rate is timed from the end of the first step it sees, so neither the first step's
+    compilation nor, after a resume, the steps done before count in it (both skewed the ETA)."""
 
     def __init__(self, total_steps: int, writer: metric_writers.MetricWriter, every_seconds: float = 30.0,
-                 name: str = "train"):
-        self.total, self.writer, self.every, self.name = total_steps, writer, every_seconds, name
-        self.start = self.last = time.perf_counter()
+                 name: str = "train", clock=time.perf_counter):
+        self.total, self.writer, self.every, self.name, self.clock = total_steps, writer, every_seconds, name, clock
+        self.start = self.last = clock()
         self.first_step: int | None = None
+        self.start_rate = float("nan")
 
     def __call__(self, step: int, *, force: bool = False) -> None:
-        now = time.perf_counter()
-        if self.first_step is None:
-            self.first_step = step - 1
+        now = self.clock()
+        if self.first_step is None:  # a one-step rate (compile included) until a second step is seen
+            self.first_step, self.start_rate = step, 1.0 / max(now - self.start, 1e-9)
+            self.start = self.last = now
         if not force and now - self.last < self.every:
             return
         self.last = now
         done = step - self.first_step
-        rate = done / max(now - self.start, 1e-9)
-        eta = (self.total - step) / rate if rate > 0 else float("nan")
+        rate = done / max(now - self.start, 1e-9) if done else self.start_rate
+        eta = (self.total - step) / rate
         logging.info("%s step %d/%d (%.1f%%), %.3f steps/s, ETA %.0f s", self.name, step, self.total,
                      100.0 * step / max(self.total, 1), rate, eta)
         self.writer.write_scalars(step, {f"{self.name}/steps_per_sec": rate, f"{self.name}/eta_seconds": eta})

@@ -9,6 +9,7 @@ both sides compute on the same padded [rows, seq_len] tokens. Torch gets them ri
 attention_mask, mm_token_type_ids (for M-RoPE) and labels on assistant tokens only; the loss of
 both is the mean NLL over those tokens, checked equal on the first two steps (so the update
 too) before anything is timed. Tokens/s counts non-padding tokens. Torch runs on `--threads`; XLA uses every core.
+The process has the main job's allocator settings (`gog_jax.host_allocator`, which torch shares).
 A benchmark, not a test: figures go in the README.
 """
 
@@ -19,7 +20,7 @@ import numpy as np
 import torch
 
 from benchmarks import common
-from gog_jax import sharding
+from gog_jax import host_allocator, sharding
 from gog_jax.agent import protocol
 from gog_jax.agent import render as render_lib
 from gog_jax.rollout.packing import Example, PackConfig, Packed, image_inputs
@@ -92,6 +93,7 @@ def main():
     parser.add_argument("--weight_decay", type=float, default=0.01)
     parser.add_argument("--clip_norm", type=float, default=1.0)
     args = parser.parse_args()
+    host_allocator.configure()
     if args.threads:
         torch.set_num_threads(args.threads)
 

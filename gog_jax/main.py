@@ -13,6 +13,8 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from gog_jax import host_allocator
+
 # mode -> module implementing `run(config, workdir)`. Later work adds rows, never forks.
 MODES = {
     "forward": "gog_jax.models.forward_demo",
@@ -40,6 +42,7 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     config = _CONFIG.value
+    host_allocator.configure()  # before anything starts the XLA backend
     if config.get("distributed"):
         # The launcher's JAX_NUM_PROCESSES / JAX_PROCESS_ID when set (launch/gpu_slurm.sh); jax
         # itself reads JAX_COORDINATOR_ADDRESS and detects TPU VM and SLURM peers.

@@ -1,6 +1,7 @@
 """SFT training-step throughput: our `Learner` vs transformers + PyTorch (CPU), same weights and batch.
 
     python -m benchmarks.train_step [--preset small] [--rows 4] [--seq_len 512] [--steps 3] [--threads N]
+                                    [--loss_share 0.5]
 
 One step is forward + backward + global-norm clipping + AdamW (weight decay on matrices only,
 as `optim.make_optimizer` does). The batch is `rows` rendered multi-turn conversations with
@@ -9,7 +10,9 @@ both sides compute on the same padded [rows, seq_len] tokens. Torch gets them ri
 attention_mask, mm_token_type_ids (for M-RoPE) and labels on assistant tokens only; the loss of
 both is the mean NLL over those tokens, checked equal on the first two steps (so the update
 too) before anything is timed. Tokens/s counts non-padding tokens. Torch runs on `--threads`; XLA uses every core.
-The process has the main job's allocator settings (`gog_jax.host_allocator`, which torch shares).
+Ours runs its LM head on each row's loss positions only (`--loss_share` of a row, the main job's
+`pack.loss_share`; 1: every position, as transformers does), and the process has the main job's
+allocator settings (`gog_jax.host_allocator`, which torch shares).
 A benchmark, not a test: figures go in the README.
 """
 
@@ -23,7 +26,7 @@ from benchmarks import common
 from gog_jax import host_allocator, sharding
 from gog_jax.agent import protocol
 from gog_jax.agent import render as render_lib
-from gog_jax.rollout.packing import Example, PackConfig, Packed, image_inputs
+from gog_jax.rollout.packing import Example, PackConfig, Packed, image_inputs, loss_len_of
 from gog_jax.train import optim
 from gog_jax.train.step import Learner, LossConfig
 from gog_jax.world.corpus import default_tokenizer
@@ -92,6 +95,7 @@ def main():
     parser.add_argument("--learning_rate", type=float, default=1e-4)
     parser.add_argument("--weight_decay", type=float, default=0.01)
     parser.add_argument("--clip_norm", type=float, default=1.0)
+    parser.add_argument("--loss_share", type=float, default=0.5, help="share of a row where our LM head runs")
     args = parser.parse_args()
     host_allocator.configure()
     if args.threads:
@@ -105,7 +109,8 @@ def main():
     patches = max(int(np.prod(render_lib.image_grid(*im.shape[:2], VISION))) for im in images)
     packed = Packed(examples, cfg, VISION, PackConfig(rows=args.rows, seq_len=args.seq_len,
                                                       image_slots=len(images), image_patches=patches,
-                                                      max_segments=1))
+                                                      max_segments=1,
+                                                      loss_len=loss_len_of(args.seq_len, args.loss_share)))
     assert len(packed) == 1 and not packed.dropped, "every conversation should get a row of the one batch"
     batch = packed.batch(0)
     tokens = int((batch.segment_ids > 0).sum())

@@ -7,7 +7,9 @@ order where batches are optimizer steps: see `Packed`); each example is a
 segment with its own M-RoPE positions starting at 0, so attention never crosses examples.
 Targets are the next token: position t carries the loss of token t+1, and only where t+1 is an
 assistant token of the same segment, so prompts, observations and image tokens never enter
-the loss.
+the loss. Those positions are a fifth of a batch's tokens in the default's SFT and GRPO data, so
+each row lists them in `loss_index` ([R, loss_len], row-local, padded with the row's last position,
+whose mask is always 0) and the LM head runs on those rows only, not on every position.
 
 Images are encoded per image, padded to one patch bucket (`image_patches`), `image_slots`
 per batch: the vision tower then runs as a vmap over images, each attending within itself,
@@ -20,6 +22,7 @@ metadata from `models.families` by the model config.
 
 import collections
 import dataclasses
+import math
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent import futures
 from typing import Any
@@ -61,6 +64,7 @@ class Batch:
     loss_mask: np.ndarray         # [R, T] float32, 1 where the target is a trained token
     advantages: np.ndarray        # [R, T] float32
     sampler_logprobs: np.ndarray  # [R, T] float32, the sampler's log-prob of the target
+    loss_index: np.ndarray        # [R, loss_len] int32, the loss positions of each row, then padding
     pixel_values: np.ndarray      # [N, P, patch_dim] float32
     vision: Any                   # the family's VisionMetadata, fields with a leading [N]
     feature_index: np.ndarray     # [N * P / merge**2] int32
@@ -75,6 +79,19 @@ class PackConfig:
     image_slots: int
     image_patches: int
     max_segments: int = 16
+    loss_len: int = 0  # loss positions a row may hold (its LM head rows); 0: as many as it has tokens
+
+    @property
+    def loss_slots(self) -> int:
+        return self.loss_len or self.seq_len
+
+
+def loss_len_of(seq_len: int, share: float) -> int:
+    """`PackConfig.loss_len` for rows of `seq_len` tokens of which `share` may carry a loss: a
+    multiple of 8, or 0 (every position) for a share of 1."""
+    if not 0 < share <= 1:
+        raise ValueError(f"The loss share of a row must be in (0, 1], got {share}.")
+    return 0 if share == 1 else min(seq_len, -(-math.ceil(share * seq_len) // 8) * 8)
 
 
 def fit_rows(pack: PackConfig, lengths: Sequence[int], multiple: int = 128) -> PackConfig:
@@ -84,10 +101,13 @@ def fit_rows(pack: PackConfig, lengths: Sequence[int], multiple: int = 128) -> P
     Causal attention costs each token its row's length, so on a fixed dataset (SFT) shorter rows
     make the same step cheaper: the default demonstrations (<= 476 tokens) train in 6 x 512
     instead of 4 x 768, 13% less time a step on CPU. Not for GRPO, whose lengths change every step.
+    `loss_len` keeps its share of the row (rounded up to a multiple of 8).
     """
     longest = max(lengths, default=1)
     seq_len = min(pack.seq_len, -(-longest // multiple) * multiple)
-    return dataclasses.replace(pack, seq_len=seq_len, rows=max(1, pack.rows * pack.seq_len // seq_len))
+    loss_len = pack.loss_len and loss_len_of(seq_len, pack.loss_len / pack.seq_len)
+    return dataclasses.replace(pack, seq_len=seq_len, rows=max(1, pack.rows * pack.seq_len // seq_len),
+                               loss_len=loss_len)
 
 
 def image_inputs(image: np.ndarray, vision: VisionSpec) -> tuple[np.ndarray, np.ndarray]:
@@ -129,7 +149,8 @@ class Packed:
             order, window = sorted(range(len(lengths)), key=lambda i: -lengths[i]), None
         else:  # only the newest batches stay open, so short examples cannot drift to the front
             order, window = np.random.default_rng(seed).permutation(len(lengths)).tolist(), _MIXED_WINDOW
-        self.layout = _assign_rows(lengths, [len(e.images) for e in self.examples], order, pack_config, window)
+        self.layout = _assign_rows(lengths, [len(e.images) for e in self.examples],
+                                   [_loss_tokens(e) for e in self.examples], order, pack_config, window)
         self.tokens = sum(len(e) for e in self.examples)
 
     def __len__(self) -> int:
@@ -159,11 +180,16 @@ class Packed:
                 yield batches
 
     def trained_tokens(self, index: int) -> int:
-        """Loss tokens of batch `index` (a segment's first token is never a target)."""
-        return sum(int(np.sum(self.examples[i].loss_mask[1:])) for row in self.layout[index] for i in row)
+        """Loss tokens of batch `index`."""
+        return sum(_loss_tokens(self.examples[i]) for row in self.layout[index] for i in row)
 
     def segments(self, index: int) -> int:
         return sum(len(row) for row in self.layout[index])
+
+
+def _loss_tokens(example: Example) -> int:
+    """Positions of `example` that carry a loss (a segment's first token is never a target)."""
+    return int(np.sum(example.loss_mask[1:]))
 
 
 def _problem(example: Example, cfg: VLConfig, vision: VisionSpec, pack: PackConfig) -> str | None:
@@ -171,6 +197,8 @@ def _problem(example: Example, cfg: VLConfig, vision: VisionSpec, pack: PackConf
     grids = [image_grid(im.shape[0], im.shape[1], vision) for im in example.images]
     if len(example) > pack.seq_len:
         return "too_long"
+    if _loss_tokens(example) > pack.loss_slots:
+        return "too_many_loss_tokens"
     if len(grids) > pack.image_slots or any(int(np.prod(g)) > pack.image_patches for g in grids):
         return "too_many_image_patches"
     pads = int(np.sum(example.token_ids == cfg.image_token_id))
@@ -179,8 +207,8 @@ def _problem(example: Example, cfg: VLConfig, vision: VisionSpec, pack: PackConf
     return None
 
 
-def _assign_rows(lengths: list[int], image_counts: list[int], order: list[int], pack: PackConfig,
-                 window: int | None) -> list[list[list[int]]]:
+def _assign_rows(lengths: list[int], image_counts: list[int], loss_counts: list[int], order: list[int],
+                 pack: PackConfig, window: int | None) -> list[list[list[int]]]:
     """First fit, in `order`, into the newest `window` batches (None: all) of `rows` rows each;
     returns batches -> rows -> example indices."""
     batches: list[dict] = []
@@ -190,8 +218,10 @@ def _assign_rows(lengths: list[int], image_counts: list[int], order: list[int], 
             if batch["images"] + image_counts[i] > pack.image_slots:
                 continue
             for row in batch["rows"]:
-                if row["used"] + lengths[i] <= pack.seq_len and len(row["items"]) < pack.max_segments:
+                if (row["used"] + lengths[i] <= pack.seq_len and row["loss"] + loss_counts[i] <= pack.loss_slots
+                        and len(row["items"]) < pack.max_segments):
                     row["used"] += lengths[i]
+                    row["loss"] += loss_counts[i]
                     row["items"].append(i)
                     batch["images"] += image_counts[i]
                     placed = True
@@ -200,8 +230,8 @@ def _assign_rows(lengths: list[int], image_counts: list[int], order: list[int], 
                 break
         if not placed:
             batches.append({"images": image_counts[i],
-                            "rows": [{"used": lengths[i], "items": [i]}] + [{"used": 0, "items": []}
-                                                                            for _ in range(pack.rows - 1)]})
+                            "rows": [{"used": lengths[i], "loss": loss_counts[i], "items": [i]}]
+                            + [{"used": 0, "loss": 0, "items": []} for _ in range(pack.rows - 1)]})
     return [[row["items"] for row in batch["rows"]] for batch in batches]
 
 
@@ -248,9 +278,13 @@ def _build(rows: list[list[Example]], cfg: VLConfig, vision: VisionSpec, pack: P
     shifted_adv[:, :-1] = advantages[:, 1:]
     shifted_lp = np.zeros_like(logprobs)
     shifted_lp[:, :-1] = logprobs[:, 1:]
+    loss_index = np.full((r, pack.loss_slots), t - 1, np.int32)  # the last position never carries a loss
+    for row in range(r):
+        where = np.flatnonzero(loss_mask[row])
+        loss_index[row, :len(where)] = where
     pixel_values, vision, feature_index = _image_slots(images, cfg, pack)
     return Batch(tokens, positions, segments, targets, loss_mask, shifted_adv * loss_mask, shifted_lp * loss_mask,
-                 pixel_values, vision, feature_index)
+                 loss_index, pixel_values, vision, feature_index)
 
 
 def _image_slots(images, cfg: VLConfig, pack: PackConfig):

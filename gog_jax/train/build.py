@@ -22,7 +22,7 @@ from gog_jax.models import families
 from gog_jax.models import lora as lora_lib
 from gog_jax.models.qwen2_5_vl.config import VLConfig
 from gog_jax.models.qwen2_5_vl.model import VisionLanguageModel
-from gog_jax.rollout.packing import PackConfig
+from gog_jax.rollout.packing import PackConfig, loss_len_of
 from gog_jax.rollout.runner import RolloutRunner
 from gog_jax.sampling import Engine
 from gog_jax.train import optim
@@ -104,7 +104,7 @@ def world(config) -> tuple[World, object]:
 def pack_config(config) -> PackConfig:
     p = config.pack
     return PackConfig(rows=p.rows, seq_len=p.seq_len, image_slots=p.image_slots, image_patches=p.image_patches,
-                      max_segments=p.max_segments)
+                      max_segments=p.max_segments, loss_len=loss_len_of(p.seq_len, p.loss_share))
 
 
 def loss_config(config, kind: str) -> LossConfig:

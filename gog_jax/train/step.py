@@ -55,8 +55,18 @@ def lm_head_kernel(model: VisionLanguageModel) -> jax.Array:
     return model.lm_head.kernel[...]
 
 
+def at_loss_positions(batch: Batch, x: jax.Array) -> jax.Array:
+    """[R, T, ...] -> [R, loss_len, ...]: `x` at each row's loss positions (`Batch.loss_index`)."""
+    index = batch.loss_index.reshape(batch.loss_index.shape + (1,) * (x.ndim - 2))
+    return jnp.take_along_axis(x, index, axis=1)
+
+
 def batch_logprobs(model: VisionLanguageModel, batch: Batch, cfg: LossConfig) -> tuple[jax.Array, jax.Array]:
-    """log p(target) and entropy [R, T] (float32) of a packed batch, vocabulary in chunks."""
+    """log p(target) and entropy [R, loss_len] (float32) at a packed batch's loss positions.
+
+    The LM head (and its vocabulary chunks) runs on those positions only: a row gathers them
+    from its own hidden states, so a batch sharded by rows stays sharded.
+    """
     features = jax.vmap(model.encode_images)(batch.pixel_values, batch.vision)  # [N, (1 + L,) U, D]
     features = jnp.moveaxis(features, 0, -3)  # DeepStack rows (Qwen3-VL), if any, first: [(1 + L,) N, U, D]
     features = features.reshape(*features.shape[:-3], -1, features.shape[-1])
@@ -64,13 +74,14 @@ def batch_logprobs(model: VisionLanguageModel, batch: Batch, cfg: LossConfig) ->
     hidden, _ = model.forward(batch.tokens, batch.positions, segment_ids=batch.segment_ids,
                               image_features=features, remat=cfg.remat,
                               attention_block=cfg.attention_block)
-    return losses.token_logprobs(hidden, lm_head_kernel(model), batch.targets, chunk_size=cfg.vocab_chunk)
+    return losses.token_logprobs(at_loss_positions(batch, hidden), lm_head_kernel(model),
+                                 at_loss_positions(batch, batch.targets), chunk_size=cfg.vocab_chunk)
 
 
 def _loss(trainable, frozen, reference, batch: Batch, scale, graphdef, cfg: LossConfig):
     """Scaled loss and metric sums of one micro-batch (sums, so accumulation is exact)."""
     logprobs, entropy = batch_logprobs(nnx.merge(graphdef, trainable, frozen), batch, cfg)
-    mask = batch.loss_mask
+    mask = at_loss_positions(batch, batch.loss_mask)
     tokens = jnp.sum(mask)
     metrics = {"tokens": tokens, "entropy_sum": jnp.sum(entropy * mask)}
     if cfg.kind == "sft":
@@ -81,9 +92,11 @@ def _loss(trainable, frozen, reference, batch: Batch, scale, graphdef, cfg: Loss
     if cfg.kl_coef:
         ref = jax.lax.stop_gradient(batch_logprobs(nnx.merge(graphdef, reference, frozen), batch, cfg)[0])
     loss, stats = losses.policy_loss(
-        logprobs, jax.lax.stop_gradient(logprobs), batch.advantages, mask, segment_ids=batch.segment_ids,
+        logprobs, jax.lax.stop_gradient(logprobs), at_loss_positions(batch, batch.advantages), mask,
+        segment_ids=at_loss_positions(batch, batch.segment_ids),
         clip_low=cfg.clip_low, clip_high=cfg.clip_high, kl_coef=cfg.kl_coef, ref_logprobs=ref,
-        sampler_logprobs=batch.sampler_logprobs, is_cap=cfg.is_cap, aggregation=cfg.aggregation,
+        sampler_logprobs=at_loss_positions(batch, batch.sampler_logprobs), is_cap=cfg.is_cap,
+        aggregation=cfg.aggregation,
         max_segments=cfg.max_segments, norm_length=cfg.norm_length)
     metrics.update({f"{k}_sum": v * tokens for k, v in stats.items() if jnp.ndim(v) == 0})
     metrics["policy_loss_sum"] = loss * scale

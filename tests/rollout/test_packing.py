@@ -10,7 +10,7 @@ import pytest
 from gog_jax.agent import protocol
 from gog_jax.agent.render import VisionSpec
 from gog_jax.models import families
-from gog_jax.rollout.packing import Example, PackConfig, Packed, fit_rows, image_inputs
+from gog_jax.rollout.packing import Example, PackConfig, Packed, fit_rows, image_inputs, loss_len_of
 from gog_jax.train.step import LossConfig, batch_logprobs
 from gog_jax.world.corpus import default_tokenizer
 from tests.conversations import VISION, example
@@ -82,15 +82,24 @@ def test_too_long_or_too_many_images_are_dropped(setup):
     assert set(packed.dropped) == {"ex0", "ex3"}  # the two with a crop need 2 image slots
 
 
-@pytest.mark.parametrize("preset,attention_block", [("tiny", 0), ("tiny", 48),  # 48: blocks that do not divide the row
-                                                    ("qwen3_vl_tiny", 48)])
-def test_packed_logprobs_equal_unpacked_forward(setups, preset, attention_block):
+@pytest.mark.parametrize("preset,attention_block,loss_len", [("tiny", 0, 0), ("tiny", 48, 40),  # 48: blocks that
+                                                             ("qwen3_vl_tiny", 48, 0)])  # do not divide the row
+def test_packed_logprobs_equal_unpacked_forward(setups, preset, attention_block, loss_len):
+    """Log-probs at the loss positions (`loss_len` 0: every position) equal a forward of each example alone."""
     _, model, vision, examples = setups(preset)
-    packed = Packed(examples, model.config, vision, PackConfig(rows=2, seq_len=256, image_slots=4, image_patches=48))
+    packed = Packed(examples, model.config, vision, PackConfig(rows=2, seq_len=256, image_slots=4, image_patches=48,
+                                                               loss_len=loss_len))
+    assert not packed.dropped
     cfg = LossConfig(vocab_chunk=300, attention_block=attention_block)
     for i in range(len(packed)):
         b = packed.batch(i)
-        lp = np.asarray(jax.jit(batch_logprobs, static_argnums=2)(model, b, cfg))
+        assert b.loss_index.shape == (2, loss_len or 256)
+        gathered = np.asarray(jax.jit(batch_logprobs, static_argnums=2)(model, b, cfg)[0])
+        lp = np.full(b.tokens.shape, np.nan, np.float32)  # [R, T] at the loss positions, NaN elsewhere
+        for r in range(2):
+            where = b.loss_index[r][:int(b.loss_mask[r].sum())]
+            assert (b.loss_mask[r, where] > 0).all() and (b.loss_mask[r, b.loss_index[r][len(where):]] == 0).all()
+            lp[r, where] = gathered[r, :len(where)]
         for r, row in enumerate(packed.layout[i]):
             start = 0
             for index in row:
@@ -100,8 +109,27 @@ def test_packed_logprobs_equal_unpacked_forward(setups, preset, attention_block)
                 logits = np.asarray(model(ids, pixel_values=np.concatenate([p for p, _ in processed]),
                                           image_grid_thw=np.stack([g for _, g in processed])))[0]
                 ref = jax.nn.log_softmax(logits[:-1])[np.arange(len(ids[0]) - 1), ids[0, 1:]]
-                np.testing.assert_allclose(lp[0][r, start:start + len(ex) - 1], ref, atol=1e-4)
+                mine, trained = lp[r, start:start + len(ex) - 1], ex.loss_mask[1:]
+                np.testing.assert_allclose(mine[trained], ref[trained], atol=1e-4)
                 start += len(ex)
+
+
+def test_loss_positions_per_row_stay_within_loss_len(setup):
+    """A row holds examples only while their loss positions fit `loss_len`; an example with more
+    than that alone is dropped with its reason, not truncated."""
+    _, model, examples = setup
+    counts = [int(e.loss_mask[1:].sum()) for e in examples]  # 17, 25, 9, 25, 17
+    loss_len = 24  # fits three of them, at most two a row (17 + 9 does not fit either)
+    pack = PackConfig(rows=2, seq_len=256, image_slots=4, image_patches=48, loss_len=loss_len)
+    packed = Packed(examples, model.config, VISION, pack)
+    assert packed.reasons == {"too_many_loss_tokens": 2}
+    assert sorted(packed.dropped) == sorted(e.id for e, n in zip(examples, counts) if n > loss_len)
+    for i in range(len(packed)):
+        for row in packed.layout[i]:
+            assert sum(int(packed.examples[j].loss_mask[1:].sum()) for j in row) <= loss_len
+        assert packed.batch(i).loss_index.shape == (2, loss_len)
+    assert len(packed) == 2  # without the budget the three fit one batch of two rows of 256
+    assert sum(packed.trained_tokens(i) for i in range(len(packed))) == sum(n for n in counts if n <= loss_len)
 
 
 def test_stray_image_pad_is_dropped_not_crashed(setup):
@@ -164,3 +192,10 @@ def test_fit_rows_keeps_the_tokens_in_rows_as_short_as_the_data_allows():
     assert fit_rows(pack, [700]) == pack
     assert fit_rows(pack, [5000]) == pack  # too long for any row: still dropped by Packed, as before
     assert fit_rows(pack, [600]) == dataclasses.replace(pack, rows=4, seq_len=640)  # 3072 // 640
+    # the loss positions keep their share of the row (a multiple of 8)
+    halves = dataclasses.replace(pack, loss_len=loss_len_of(768, 0.5))
+    assert halves.loss_len == 384 and loss_len_of(768, 1.0) == 0 and loss_len_of(100, 0.3) == 32
+    assert fit_rows(halves, [100, 476, 300]) == dataclasses.replace(pack, rows=6, seq_len=512, loss_len=256)
+    assert fit_rows(halves, [90]).loss_len == 64
+    with pytest.raises(ValueError, match="share"):
+        loss_len_of(512, 0.0)

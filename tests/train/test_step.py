@@ -20,7 +20,7 @@ from gog_jax.train.step import Learner, LossConfig
 from gog_jax.world.corpus import default_tokenizer
 from tests.conversations import VISION, example
 
-PACK = PackConfig(rows=4, seq_len=256, image_slots=4, image_patches=48)
+PACK = PackConfig(rows=4, seq_len=256, image_slots=4, image_patches=48, loss_len=32)  # LM head on 32 a row
 
 
 def _packed() -> Packed:

@@ -78,11 +78,12 @@ def config_hash(config, data: str) -> str:
     """What determines the SFT result: model, optimisation, world and packing fields, the
     tokenizer's vocabulary itself (not only its path), the data's content (the JSONL and the
     images it names) and `CACHE_VERSION`, so an edited dataset, a new demonstration format or a
-    changed trainer is never served a stale export. Used as the cache key."""
+    changed trainer is never served a stale export. Used as the cache key; where the cache lives
+    (`sft.cache_dir`) is not part of it."""
     keys = ("seed", "model", "tokenizer", "vision", "lora", "world", "env", "pack", "optim", "loss", "sft")
-    blob = json.dumps({"version": CACHE_VERSION,
-                       **{k: config[k].to_dict() if hasattr(config[k], "to_dict") else config[k] for k in keys}},
-                      sort_keys=True, default=str)
+    fields = {k: config[k].to_dict() if hasattr(config[k], "to_dict") else config[k] for k in keys}
+    fields["sft"] = {k: v for k, v in fields["sft"].items() if k != "cache_dir"}
+    blob = json.dumps({"version": CACHE_VERSION, **fields}, sort_keys=True, default=str)
     digest = hashlib.sha256((blob + build.tokenizer(config).backend.to_str()).encode())
     digest.update(data_digest(data).encode())
     return digest.hexdigest()[:16]

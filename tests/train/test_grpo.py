@@ -175,8 +175,9 @@ def test_compilations_bounded_by_buckets(tmp_path):
 
 
 def test_sft_cache_key_follows_config_vocabulary_and_data(tmp_path):
-    """The SFT export is reused by hash: equal configs and data share it; a different world, a
-    different tokenizer vocabulary (same path), edited JSONL or an edited image (same paths) do not."""
+    """The SFT export is reused by hash: equal configs and data share it (wherever the cache is); a
+    different world, a different tokenizer vocabulary (same path), edited JSONL or an edited image
+    (same paths) do not."""
     from gog_jax.agent.tokenizer import train_tokenizer  # pylint: disable=import-outside-toplevel
     from gog_jax.train import sft  # pylint: disable=import-outside-toplevel
     data = tmp_path / "data" / "conv.jsonl"
@@ -186,6 +187,9 @@ def test_sft_cache_key_follows_config_vocabulary_and_data(tmp_path):
     base = grpo_config.get_config("smoke")
     key = sft.config_hash(base, str(data))
     assert key == sft.config_hash(grpo_config.get_config("smoke"), str(data))
+    elsewhere = grpo_config.get_config("smoke")
+    elsewhere.sft.cache_dir = str(tmp_path / "cache")  # where the cache lives is not what it holds
+    assert sft.config_hash(elsewhere, str(data)) == key
     other_world = grpo_config.get_config("smoke")
     other_world.world.seed = 1
     assert sft.config_hash(other_world, str(data)) != key

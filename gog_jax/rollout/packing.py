@@ -88,7 +88,7 @@ class PackConfig:
 
 def loss_len_of(seq_len: int, share: float) -> int:
     """`PackConfig.loss_len` for rows of `seq_len` tokens of which `share` may carry a loss: a
-    multiple of 8, or 0 (every position) for a share of 1."""
+    multiple of 8, or 0 (room for every position) for a share of 1."""
     if not 0 < share <= 1:
         raise ValueError(f"The loss share of a row must be in (0, 1], got {share}.")
     return 0 if share == 1 else min(seq_len, -(-math.ceil(share * seq_len) // 8) * 8)

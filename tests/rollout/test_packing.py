@@ -85,7 +85,8 @@ def test_too_long_or_too_many_images_are_dropped(setup):
 @pytest.mark.parametrize("preset,attention_block,loss_len", [("tiny", 0, 0), ("tiny", 48, 40),  # 48: blocks that
                                                              ("qwen3_vl_tiny", 48, 0)])  # do not divide the row
 def test_packed_logprobs_equal_unpacked_forward(setups, preset, attention_block, loss_len):
-    """Log-probs at the loss positions (`loss_len` 0: every position) equal a forward of each example alone."""
+    """Log-probs at the loss positions (`loss_len` 0: room for a row's every position) equal a forward
+    of each example alone."""
     _, model, vision, examples = setups(preset)
     packed = Packed(examples, model.config, vision, PackConfig(rows=2, seq_len=256, image_slots=4, image_patches=48,
                                                                loss_len=loss_len))

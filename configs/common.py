@@ -60,7 +60,7 @@ def base(mode: str, model_name: str = "tiny") -> ml_collections.ConfigDict:
     c.engine = ml_collections.ConfigDict(dict(num_slots=64, max_seq_len=768, decode_steps=16))
     # loss_share: a row's positions that may carry a loss, where the LM head runs (1: all); the
     # default's SFT and GRPO rows carry ~20%, and 0.5 of 768 leaves room for 5 turns x 48 tokens
-    c.pack = ml_collections.ConfigDict(dict(rows=4, seq_len=768, image_slots=30, image_patches=144,
+    c.pack = ml_collections.ConfigDict(dict(rows=4, seq_len=768, image_slots=22, image_patches=144,
                                             max_segments=8, loss_share=0.5))
     c.optim = ml_collections.ConfigDict(dict(weight_decay=0.0, clip_norm=1.0,
                                             vision_lr_scale=0.1,  # x the stage's rate for the vision tower (optim.py)

@@ -11,11 +11,13 @@ the loss. Those positions are a fifth of a batch's tokens in the default's SFT a
 each row lists them in `loss_index` ([R, loss_len], row-local, padded with the row's last position,
 whose mask is always 0) and the LM head runs on those rows only, not on every position.
 
-Images are encoded per image, padded to one patch bucket (`image_patches`), `image_slots`
-per batch: the vision tower then runs as a vmap over images, each attending within itself,
-instead of a dense mask over every patch of the batch. `feature_index` lists, in the order of
-the batch's image-pad tokens, where each merged feature lives in the flattened
-[image_slots * image_patches / merge**2] output (for Qwen3-VL, in each DeepStack row alike).
+Images are encoded in `image_slots` slots of `image_patches` patches a batch: the vision tower
+runs as a vmap over slots, each image attending within itself, instead of a dense mask over every
+patch of the batch. A slot holds as many images as fit (`place_images`): a gaze crop is a ninth
+of a question image, and one image a slot left 43% of the default SFT batches' patches padding.
+`feature_index` lists, in the order of the batch's image-pad tokens, where each merged feature
+lives in the flattened [image_slots * image_patches / merge**2] output (for Qwen3-VL, in each
+DeepStack row alike).
 Either family works: its patch geometry and normalisation come in the `VisionSpec`, its vision
 metadata from `models.families` by the model config.
 """
@@ -76,8 +78,8 @@ class PackConfig:
 
     rows: int
     seq_len: int
-    image_slots: int
-    image_patches: int
+    image_slots: int     # vision slots a batch
+    image_patches: int   # patches a slot (one image at most this large; smaller ones share)
     max_segments: int = 16
     loss_len: int = 0  # loss positions a row may hold (its LM head rows); 0: as many as it has tokens
 
@@ -92,6 +94,24 @@ def loss_len_of(seq_len: int, share: float) -> int:
     if not 0 < share <= 1:
         raise ValueError(f"The loss share of a row must be in (0, 1], got {share}.")
     return 0 if share == 1 else min(seq_len, -(-math.ceil(share * seq_len) // 8) * 8)
+
+
+def place_images(patches: Sequence[int], slots: int, capacity: int) -> list[int] | None:
+    """The slot of each image (first fit, largest first) in `slots` slots of `capacity` patches,
+    or None when they do not fit. Deterministic, so a batch's layout is checked while packing
+    and rebuilt from its images alone."""
+    free: list[int] = []
+    where = [0] * len(patches)
+    for i in sorted(range(len(patches)), key=lambda i: -patches[i]):
+        slot = next((s for s, room in enumerate(free) if patches[i] <= room), None)
+        if slot is None:
+            if len(free) == slots or patches[i] > capacity:
+                return None
+            free.append(capacity)
+            slot = len(free) - 1
+        free[slot] -= patches[i]
+        where[i] = slot
+    return where
 
 
 def fit_rows(pack: PackConfig, lengths: Sequence[int], multiple: int = 128) -> PackConfig:
@@ -149,8 +169,9 @@ class Packed:
             order, window = sorted(range(len(lengths)), key=lambda i: -lengths[i]), None
         else:  # only the newest batches stay open, so short examples cannot drift to the front
             order, window = np.random.default_rng(seed).permutation(len(lengths)).tolist(), _MIXED_WINDOW
-        self.layout = _assign_rows(lengths, [len(e.images) for e in self.examples],
-                                   [_loss_tokens(e) for e in self.examples], order, pack_config, window)
+        patches = [_image_patches(e, vision) for e in self.examples]
+        self.layout = _assign_rows(lengths, patches, [_loss_tokens(e) for e in self.examples], order, pack_config,
+                                   window)
         self.tokens = sum(len(e) for e in self.examples)
 
     def __len__(self) -> int:
@@ -192,6 +213,10 @@ def _loss_tokens(example: Example) -> int:
     return int(np.sum(example.loss_mask[1:]))
 
 
+def _image_patches(example: Example, vision: VisionSpec) -> list[int]:
+    return [int(np.prod(image_grid(im.shape[0], im.shape[1], vision))) for im in example.images]
+
+
 def _problem(example: Example, cfg: VLConfig, vision: VisionSpec, pack: PackConfig) -> str | None:
     """Why an example cannot be packed (None if it can): checked before any batch is built."""
     grids = [image_grid(im.shape[0], im.shape[1], vision) for im in example.images]
@@ -199,7 +224,7 @@ def _problem(example: Example, cfg: VLConfig, vision: VisionSpec, pack: PackConf
         return "too_long"
     if _loss_tokens(example) > pack.loss_slots:
         return "too_many_loss_tokens"
-    if len(grids) > pack.image_slots or any(int(np.prod(g)) > pack.image_patches for g in grids):
+    if place_images([int(np.prod(g)) for g in grids], pack.image_slots, pack.image_patches) is None:
         return "too_many_image_patches"
     pads = int(np.sum(example.token_ids == cfg.image_token_id))
     if pads != sum(int(np.prod(g)) // vision.merge_size ** 2 for g in grids):
@@ -207,15 +232,15 @@ def _problem(example: Example, cfg: VLConfig, vision: VisionSpec, pack: PackConf
     return None
 
 
-def _assign_rows(lengths: list[int], image_counts: list[int], loss_counts: list[int], order: list[int],
+def _assign_rows(lengths: list[int], patches: list[list[int]], loss_counts: list[int], order: list[int],
                  pack: PackConfig, window: int | None) -> list[list[list[int]]]:
-    """First fit, in `order`, into the newest `window` batches (None: all) of `rows` rows each;
-    returns batches -> rows -> example indices."""
+    """First fit, in `order`, into the newest `window` batches (None: all) of `rows` rows each
+    whose images `place_images` can hold; returns batches -> rows -> example indices."""
     batches: list[dict] = []
     for i in order:
         placed = False
         for batch in batches[-window if window else 0:]:
-            if batch["images"] + image_counts[i] > pack.image_slots:
+            if place_images(batch["images"] + patches[i], pack.image_slots, pack.image_patches) is None:
                 continue
             for row in batch["rows"]:
                 if (row["used"] + lengths[i] <= pack.seq_len and row["loss"] + loss_counts[i] <= pack.loss_slots
@@ -223,13 +248,13 @@ def _assign_rows(lengths: list[int], image_counts: list[int], loss_counts: list[
                     row["used"] += lengths[i]
                     row["loss"] += loss_counts[i]
                     row["items"].append(i)
-                    batch["images"] += image_counts[i]
+                    batch["images"] += patches[i]
                     placed = True
                     break
             if placed:
                 break
         if not placed:
-            batches.append({"images": image_counts[i],
+            batches.append({"images": list(patches[i]),
                             "rows": [{"used": lengths[i], "loss": loss_counts[i], "items": [i]}]
                             + [{"used": 0, "loss": 0, "items": []} for _ in range(pack.rows - 1)]})
     return [[row["items"] for row in batch["rows"]] for batch in batches]
@@ -288,21 +313,25 @@ def _build(rows: list[list[Example]], cfg: VLConfig, vision: VisionSpec, pack: P
 
 
 def _image_slots(images, cfg: VLConfig, pack: PackConfig):
-    """[N, P, dim] patches, stacked per-image metadata, and the feature gather index."""
+    """[N, P, dim] patches, stacked per-slot metadata, and the feature gather index."""
     v, vision_metadata = cfg.vision, families.of(cfg).io.model_cls.vision_metadata
     unit = v.spatial_merge_size ** 2
     units = pack.image_patches // unit
+    where = place_images([len(pv) for pv, _ in images], pack.image_slots, pack.image_patches)
+    if where is None:
+        raise ValueError(f"{len(images)} images do not fit {pack.image_slots} slots of {pack.image_patches} patches.")
     pixel_values = np.zeros((pack.image_slots, pack.image_patches, v.patch_dim), np.float32)
-    metas, index = [], []
-    for slot in range(pack.image_slots):
-        if slot < len(images):
-            pv, grid = images[slot]
-            pixel_values[slot, :len(pv)] = pv
-            metas.append(vision_metadata(grid[None], v, pack.image_patches))
-            index.extend(slot * units + np.arange(len(pv) // unit))
-        else:
-            metas.append(vision_metadata(np.zeros((0, 3)), v, pack.image_patches))
+    fill, grids = [0] * pack.image_slots, [[] for _ in range(pack.image_slots)]
+    index = []
+    for (pv, grid), slot in zip(images, where):  # in the order of the batch's image-pad tokens
+        pixel_values[slot, fill[slot]:fill[slot] + len(pv)] = pv
+        index.append(slot * units + fill[slot] // unit + np.arange(len(pv) // unit))
+        fill[slot] += len(pv)
+        grids[slot].append(grid)
+    empty = vision_metadata(np.zeros((0, 3)), v, pack.image_patches)
+    metas = [vision_metadata(np.stack(g), v, pack.image_patches) if g else empty for g in grids]
     feature_index = np.zeros(pack.image_slots * units, np.int32)
+    index = np.concatenate(index) if index else np.zeros(0, np.int32)
     feature_index[:len(index)] = index
     vision = jax.tree.map(lambda *xs: np.stack(xs), *metas)
     return pixel_values, vision, feature_index

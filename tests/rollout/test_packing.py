@@ -10,7 +10,8 @@ import pytest
 from gog_jax.agent import protocol
 from gog_jax.agent.render import VisionSpec
 from gog_jax.models import families
-from gog_jax.rollout.packing import Example, PackConfig, Packed, fit_rows, image_inputs, loss_len_of
+from gog_jax.rollout.packing import (Example, PackConfig, Packed, fit_rows, image_inputs, loss_len_of,
+                                     place_images)
 from gog_jax.train.step import LossConfig, batch_logprobs
 from gog_jax.world.corpus import default_tokenizer
 from tests.conversations import VISION, example
@@ -82,15 +83,31 @@ def test_too_long_or_too_many_images_are_dropped(setup):
     assert set(packed.dropped) == {"ex0", "ex3"}  # the two with a crop need 2 image slots
 
 
-@pytest.mark.parametrize("preset,attention_block,loss_len", [("tiny", 0, 0), ("tiny", 48, 40),  # 48: blocks that
-                                                             ("qwen3_vl_tiny", 48, 0)])  # do not divide the row
-def test_packed_logprobs_equal_unpacked_forward(setups, preset, attention_block, loss_len):
+def test_place_images_first_fit_largest_first():
+    assert place_images([144, 16, 16, 64], 2, 144) == [0, 1, 1, 1]
+    assert place_images([16, 144, 16], 2, 144) == [1, 0, 1]
+    assert place_images([100, 100], 2, 144) == [0, 1]
+    assert place_images([100, 100], 1, 144) is None  # two slots needed
+    assert place_images([145], 4, 144) is None  # larger than a slot
+    assert place_images([], 0, 144) == []
+
+
+# attention_block 48: blocks that do not divide the row; image_patches 48: crops (16 patches)
+# share slots, 64: a question image (48) and a crop share one too
+@pytest.mark.parametrize("preset,attention_block,loss_len,image_patches", [("tiny", 0, 0, 48), ("tiny", 48, 40, 64),
+                                                                           ("qwen3_vl_tiny", 48, 0, 64)])
+def test_packed_logprobs_equal_unpacked_forward(setups, preset, attention_block, loss_len, image_patches):
     """Log-probs at the loss positions (`loss_len` 0: room for a row's every position) equal a forward
-    of each example alone."""
+    of each example alone, whether images have a vision slot each or share one."""
     _, model, vision, examples = setups(preset)
-    packed = Packed(examples, model.config, vision, PackConfig(rows=2, seq_len=256, image_slots=4, image_patches=48,
-                                                               loss_len=loss_len))
+    packed = Packed(examples, model.config, vision, PackConfig(rows=2, seq_len=256, image_slots=4,
+                                                               image_patches=image_patches, loss_len=loss_len))
     assert not packed.dropped
+    patches = [[len(image_inputs(im, vision)[0]) for r in rows for j in r for im in packed.examples[j].images]
+               for rows in packed.layout]
+    slots = [place_images(p, 4, image_patches) for p in patches]
+    assert any(len(set(w)) < len(w) for w in slots)  # some slot holds several images
+    assert max(np.bincount(w, weights=p).max() for w, p in zip(slots, patches)) > 48 or image_patches == 48
     cfg = LossConfig(vocab_chunk=300, attention_block=attention_block)
     for i in range(len(packed)):
         b = packed.batch(i)

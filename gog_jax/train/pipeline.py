@@ -80,7 +80,7 @@ def run(config, workdir: str) -> dict[str, Any]:
     world, backend = build.world(config)
     checkpoint_dir, sft_summary = config.model.checkpoint, None
     if not checkpoint_dir and g.init == "sft":
-        sft_summary = sft.cached_or_train(config, workdir)
+        sft_summary = sft.cached_or_train(config, workdir, (world, backend))
         checkpoint_dir = sft_summary["export_dir"]
     t_sft = time.perf_counter() - start
     model = build.model(config, checkpoint=checkpoint_dir)

@@ -108,14 +108,15 @@ def data_digest(path: str) -> str:
     return digest.hexdigest()
 
 
-def prepare_data(config, workdir: str) -> str:
-    """The JSONL to train on: `sft.data`, or the world's oracle mixture written to `workdir`."""
+def prepare_data(config, workdir: str, world_backend: tuple | None = None) -> str:
+    """The JSONL to train on: `sft.data`, or the world's oracle mixture written to `workdir`
+    (`world_backend`: `build.world(config)` if the caller has it, else built here)."""
     c = config.sft
     if c.data:
         return c.data
     data = os.path.join(workdir, "demonstrations", "demonstrations.jsonl")
     if hosts.is_primary():  # the same file on every host: written once, read by all
-        world, backend = build.world(config)
+        world, backend = world_backend or build.world(config)
         demos = write_demonstrations(world, backend, os.path.dirname(data), split="train",
                                      glance_only_share=c.glance_only_share, wrong_crop_share=c.wrong_crop_share,
                                      env_config=build.env_config(config), num_questions=c.num_questions,
@@ -186,15 +187,16 @@ def export(learner: Learner, tokenizer, directory: str, lora: bool) -> None:
     hosts.barrier("sft:export")
 
 
-def cached_or_train(config, workdir: str) -> dict[str, Any]:
-    """The SFT export for this config: reused from the cache by config hash, else trained and cached.
+def cached_or_train(config, workdir: str, world_backend: tuple | None = None) -> dict[str, Any]:
+    """The SFT export for this config: reused from the cache by config hash, else trained and cached
+    (`world_backend` as for `prepare_data`).
 
     Single-process only: the cache is a host-local folder, which a pod's hosts do not share, so
     multi-host runs use the export in the (shared) workdir."""
     cache_root = (os.path.expanduser(config.sft.cache_dir) if config.sft.cache_dir and jax.process_count() == 1
                   else "")
     workdir = os.path.join(workdir, "sft")
-    data = prepare_data(config, workdir)
+    data = prepare_data(config, workdir, world_backend)
     key = config_hash(config, data)
     cached = os.path.join(cache_root, key) if cache_root else ""
     if cached and os.path.exists(os.path.join(cached, "summary.json")):

@@ -58,7 +58,8 @@ def write_demonstrations(world: World, backend, out_dir: str, split: str = "trai
             result = run_episode(env, policies[name], oracle_lib.env_question(world, question),
                                  oracle_lib.question_meta(world, question))
             image_path = f"images/{question.qid}.png"
-            Image.fromarray(result.question.image).save(os.path.join(out_dir, image_path))
+            # zlib level 1: 3x faster than PIL's default 6 (2,400 scenes are seconds of the main job)
+            Image.fromarray(result.question.image).save(os.path.join(out_dir, image_path), compress_level=1)
             accuracy = rewards.exact_match(result.prediction, question.answers)
             boxes = [rec["box"] for rec in result.trace if rec.get("box") is not None]
             meta = {**result.meta, "answer": list(question.answers), "policy": name, "accuracy": accuracy}

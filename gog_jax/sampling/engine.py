@@ -130,9 +130,8 @@ class Engine:
         if len(free) < n - 1:
             raise EngineError(f"Fork needs {n - 1} free slots; {len(free)} free.")
         seeds = list(range(1, n)) if seeds is None else list(seeds)
-        targets = np.zeros(self.num_slots, bool)
-        targets[free[:n - 1]] = True
-        self.state = programs.fork(self.state, session.slot, targets, self.layout)
+        if n > 1:
+            self.state = programs.fork(self.state, session.slot, np.asarray(free[:n - 1], np.int32), self.layout)
         copies = []
         for slot, seed in zip(free[:n - 1], seeds):
             key = np.asarray(jax.random.key_data(jax.random.fold_in(jax.random.wrap_key_data(session.key), seed)))

@@ -62,7 +62,7 @@ def test_sharded_state_same_outputs_and_no_cache_gathers():
     assert engine.state.cache.k[0].sharding.is_equivalent_to(layout, 4)  # every program kept the layout
 
     # a fork or a prefill moves one slot's row, never the cache: no all-gather yields all slots
-    targets = np.zeros(SLOTS, bool)
+    targets = np.arange(1, SLOTS, dtype=np.int32)
     texts = [programs.fork.lower(engine.state, 0, targets, engine.layout).compile().as_text()]
     tokens, positions = np.zeros(16, np.int32), np.zeros((3, 16), np.int32)
     graph = engine._graph  # pylint: disable=protected-access

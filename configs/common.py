@@ -85,6 +85,7 @@ def sft(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
         micro_batches=1,         # packed batches per optimizer step (gradient accumulation)
         learning_rate=3e-3, schedule="cosine", warmup_steps=10,
         cache_dir="~/.cache/gog_jax/sft",  # exported SFT checkpoints by config hash ("" disables)
+        batch_cache_gb=4.0,      # host memory for built batches, reused every epoch (the default SFT: 141 x 15 MB)
     ))
 
 

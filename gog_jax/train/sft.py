@@ -79,10 +79,11 @@ def config_hash(config, data: str) -> str:
     tokenizer's vocabulary itself (not only its path), the data's content (the JSONL and the
     images it names) and `CACHE_VERSION`, so an edited dataset, a new demonstration format or a
     changed trainer is never served a stale export. Used as the cache key; where the cache lives
-    (`sft.cache_dir`) is not part of it."""
+    (`sft.cache_dir`) and how many built batches stay in memory (`sft.batch_cache_gb`) are not
+    part of it."""
     keys = ("seed", "model", "tokenizer", "vision", "lora", "world", "env", "pack", "optim", "loss", "sft")
     fields = {k: config[k].to_dict() if hasattr(config[k], "to_dict") else config[k] for k in keys}
-    fields["sft"] = {k: v for k, v in fields["sft"].items() if k != "cache_dir"}
+    fields["sft"] = {k: v for k, v in fields["sft"].items() if k not in ("cache_dir", "batch_cache_gb")}
     blob = json.dumps({"version": CACHE_VERSION, **fields}, sort_keys=True, default=str)
     digest = hashlib.sha256((blob + build.tokenizer(config).backend.to_str()).encode())
     digest.update(data_digest(data).encode())
@@ -136,7 +137,8 @@ def train(config, workdir: str, data: str) -> dict[str, Any]:
     vision = gaze.vision
     examples, skipped = read_examples(data, tokenizer, vision, gaze)
     pack = packing.fit_rows(build.pack_config(config), [len(e) for e in examples])
-    packed = Packed(examples, model.config, vision, pack, seed=config.seed)
+    packed = Packed(examples, model.config, vision, pack, seed=config.seed,
+                    cache_bytes=int(c.batch_cache_gb * 2**30))
     per_step = c.micro_batches
     total = c.steps if c.steps > 0 else c.epochs * max(len(packed) // per_step, 1)
     logging.info("SFT: %d examples (%d dropped, %s skipped) in %d batches of %d x %d tokens, %d steps",

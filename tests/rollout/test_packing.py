@@ -184,6 +184,17 @@ def test_seeded_order_mixes_lengths_in_every_batch(setup):
     assert sorted(i for batch in seeded.layout for row in batch for i in row) == list(range(len(examples)))
 
 
+def test_batch_cache_keeps_built_batches_within_its_budget(setup):
+    _, model, examples = setup
+    pack = PackConfig(rows=1, seq_len=256, image_slots=4, image_patches=48)
+    plain = Packed(examples, model.config, VISION, pack)
+    size = sum(x.nbytes for x in jax.tree.leaves(plain.batch(0)))
+    cached = Packed(examples, model.config, VISION, pack, cache_bytes=int(1.5 * size))  # room for one
+    assert len(plain) >= 2 and cached.batch(0) is cached.batch(0) and cached.batch(1) is not cached.batch(1)
+    for i in range(len(plain)):
+        jax.tree.map(np.testing.assert_array_equal, cached.batch(i), plain.batch(i))
+
+
 def test_prefetch_yields_the_batches_of_each_list_in_order(setup):
     _, model, examples = setup
     packed = Packed(examples, model.config, VISION, PackConfig(rows=1, seq_len=256, image_slots=4, image_patches=48))

@@ -189,6 +189,7 @@ def test_sft_cache_key_follows_config_vocabulary_and_data(tmp_path):
     assert key == sft.config_hash(grpo_config.get_config("smoke"), str(data))
     elsewhere = grpo_config.get_config("smoke")
     elsewhere.sft.cache_dir = str(tmp_path / "cache")  # where the cache lives is not what it holds
+    elsewhere.sft.batch_cache_gb = 0.5  # nor does the memory its batches are kept in
     assert sft.config_hash(elsewhere, str(data)) == key
     other_world = grpo_config.get_config("smoke")
     other_world.world.seed = 1

@@ -233,15 +233,15 @@ def _image_patches(example: Example, vision: VisionSpec) -> list[int]:
 
 def _problem(example: Example, cfg: VLConfig, vision: VisionSpec, pack: PackConfig) -> str | None:
     """Why an example cannot be packed (None if it can): checked before any batch is built."""
-    grids = [image_grid(im.shape[0], im.shape[1], vision) for im in example.images]
+    patches = _image_patches(example, vision)
     if len(example) > pack.seq_len:
         return "too_long"
     if _loss_tokens(example) > pack.loss_slots:
         return "too_many_loss_tokens"
-    if place_images([int(np.prod(g)) for g in grids], pack.image_slots, pack.image_patches) is None:
+    if place_images(patches, pack.image_slots, pack.image_patches) is None:
         return "too_many_image_patches"
     pads = int(np.sum(example.token_ids == cfg.image_token_id))
-    if pads != sum(int(np.prod(g)) // vision.merge_size ** 2 for g in grids):
+    if pads != sum(p // vision.merge_size ** 2 for p in patches):
         return "image_tokens_mismatch"  # e.g. a sampled <|image_pad|> with no image behind it
     return None
 

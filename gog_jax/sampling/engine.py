@@ -123,22 +123,24 @@ class Engine:
         return session
 
     def fork(self, session: Session, n: int, seeds: Sequence[int] | None = None) -> list[Session]:
-        """n - 1 copies of a freshly opened session (GRPO group): the prompt is prefilled once."""
+        """n - 1 copies of a freshly opened session (GRPO group): the prompt is prefilled once, and
+        each copy decodes with the session's settings under its own key (the session's folded
+        with `seeds[i]`, default 1 .. n - 1)."""
         if session.sampled or session.new_tokens:
             raise EngineError("Fork a session right after open, before it decodes.")
-        free = self.free_slots
-        if len(free) < n - 1:
-            raise EngineError(f"Fork needs {n - 1} free slots; {len(free)} free.")
         seeds = list(range(1, n)) if seeds is None else list(seeds)
-        if n > 1:
-            self.state = programs.fork(self.state, session.slot, np.asarray(free[:n - 1], np.int32), self.layout)
-        copies = []
-        for slot, seed in zip(free[:n - 1], seeds):
-            key = np.asarray(jax.random.key_data(jax.random.fold_in(jax.random.wrap_key_data(session.key), seed)))
-            copy = Session(slot, session.params, key, session.rope_state, tokens=list(session.tokens))
-            self.sessions[slot] = copy
-            self.resume(copy)
-            copies.append(copy)
+        if len(seeds) != n - 1:
+            raise EngineError(f"Fork into {n} needs {n - 1} seeds; got {len(seeds)}.")
+        targets = self.free_slots[:n - 1]
+        if len(targets) < n - 1:
+            raise EngineError(f"Fork needs {n - 1} free slots; {len(targets)} free.")
+        if n < 2:
+            return [session]
+        keys = np.asarray(programs.fold_in_keys(session.key, np.asarray(seeds, np.uint32)))
+        self.state = programs.fork(self.state, session.slot, np.asarray(targets, np.int32), keys, self.layout)
+        copies = [Session(slot, session.params, key, session.rope_state, tokens=list(session.tokens), decoding=True)
+                  for slot, key in zip(targets, keys)]
+        self.sessions.update((copy.slot, copy) for copy in copies)
         return [session] + copies
 
     def append(self, session: Session, token_ids, *, pixel_values=None, image_grid_thw=None) -> None:

@@ -160,19 +160,26 @@ def configure(state: DecodeState, slots, key, budget, min_new, temperature, top_
         stop_seqs=pick(stop_seqs, state.stop_seqs), recent=pick(-2, state.recent)))
 
 
-@functools.partial(jax.jit, static_argnums=3, donate_argnums=0)
-def fork(state: DecodeState, source, targets, layout: Layout = Layout()) -> DecodeState:
-    """Copies slot `source`'s cache, length, positions and logits to slots `targets` [n].
+@jax.jit
+def fold_in_keys(key, seeds) -> jax.Array:
+    """keys [n, 2]: request key [2] folded with each of seeds [n] (a group's members), in one call."""
+    return jax.vmap(lambda seed: jax.random.key_data(jax.random.fold_in(jax.random.wrap_key_data(key), seed)))(seeds)
+
+
+@functools.partial(jax.jit, static_argnums=4, donate_argnums=0)
+def fork(state: DecodeState, source, targets, keys, layout: Layout = Layout()) -> DecodeState:
+    """Copies slot `source`'s row (cache, length, positions, logits and the decode settings
+    `configure` gave it) to slots `targets` [n], each starting with its own PRNG key keys [n, 2].
 
     A gather of the source row and a scatter into the n target rows of the donated state: the
     write touches n rows, not the cache (a select over every slot cost 62 ms a fork for the
-    default's 64 slots on CPU). On a slot-sharded cache it moves one row."""
+    default's 64 slots on CPU). On a slot-sharded cache it moves one row. Copying the settings
+    too starts the whole group in this one program, not one `configure` per member."""
     def copy(x):
         src = x[jnp.asarray(source)[None]]
         return x.at[targets].set(jnp.broadcast_to(src, targets.shape + x.shape[1:]), mode="drop")
-    return layout.pin(dataclasses.replace(
-        state, cache=jax.tree.map(copy, state.cache), lengths=copy(state.lengths),
-        next_pos=copy(state.next_pos), logits=copy(state.logits)))
+    copied = jax.tree.map(copy, state)
+    return layout.pin(dataclasses.replace(copied, keys=copied.keys.at[targets].set(keys, mode="drop")))
 
 
 def _decode_step(model: VisionLanguageModel, state: DecodeState, max_len: int):

@@ -204,6 +204,13 @@ def test_group_fork_prefills_once(pair):
     engine = Engine(ours, num_slots=4, max_seq_len=128, decode_steps=8)
     head = engine.open(prompt, SamplingParams(temperature=1.0, max_new_tokens=10, ignore_eos=True))
     group = engine.fork(head, 4)
+    state = jax.device_get(engine.state)
+    for seed, member in enumerate(group[1:], 1):  # the head's settings, a key of its own
+        expected = jax.random.key_data(jax.random.fold_in(jax.random.wrap_key_data(head.key), seed))
+        np.testing.assert_array_equal(member.key, expected)
+        np.testing.assert_array_equal(state.keys[member.slot], expected)
+        for name in ("active", "budget", "min_new", "temperature", "top_k", "top_p", "stop_ids", "lengths"):
+            np.testing.assert_array_equal(getattr(state, name)[member.slot], getattr(state, name)[head.slot])
     done = []
     while len(done) < 4:
         done += engine.step()

@@ -63,7 +63,8 @@ def test_sharded_state_same_outputs_and_no_cache_gathers():
 
     # a fork or a prefill moves one slot's row, never the cache: no all-gather yields all slots
     targets = np.arange(1, SLOTS, dtype=np.int32)
-    texts = [programs.fork.lower(engine.state, 0, targets, engine.layout).compile().as_text()]
+    keys = np.zeros((SLOTS - 1, 2), np.uint32)
+    texts = [programs.fork.lower(engine.state, 0, targets, keys, engine.layout).compile().as_text()]
     tokens, positions = np.zeros(16, np.int32), np.zeros((3, 16), np.int32)
     graph = engine._graph  # pylint: disable=protected-access
     texts.append(programs.append.lower(graph, engine.params, engine.state, 1, 0, tokens, positions, 16, 16, None, 0,

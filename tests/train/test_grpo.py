@@ -159,7 +159,8 @@ def test_resume_after_interruption_is_exact(tmp_path):
 def test_compilations_bounded_by_buckets(tmp_path):
     config = _config(4)
     learner, runner, questions = _setup(config)
-    for fn in (programs.append, programs.decode, programs.encode, programs.configure, programs.fork):
+    for fn in (programs.append, programs.decode, programs.encode, programs.configure, programs.fork,
+               programs.fold_in_keys):
         fn.clear_cache()
     result = grpo.train(config, str(tmp_path), learner, runner, questions, PassRates())
     lengths = {h["sequence_tokens_mean"] for h in result["history"]}
@@ -170,6 +171,7 @@ def test_compilations_bounded_by_buckets(tmp_path):
     assert programs.append._cache_size() <= len(engine.chunk_buckets) * (1 + patch_buckets)  # pylint: disable=protected-access
     assert programs.decode._cache_size() <= len(engine.window_buckets)  # pylint: disable=protected-access
     assert programs.configure._cache_size() == 1 and programs.fork._cache_size() == 1  # pylint: disable=protected-access
+    assert programs.fold_in_keys._cache_size() == 1  # pylint: disable=protected-access
     (learner_programs,) = learner._programs.values()  # pylint: disable=protected-access
     assert all(fn._cache_size() == 1 for fn in learner_programs.values())  # pylint: disable=protected-access
 

@@ -128,6 +128,8 @@ class Engine:
         with `seeds[i]`, default 1 .. n - 1)."""
         if session.sampled or session.new_tokens:
             raise EngineError("Fork a session right after open, before it decodes.")
+        if n < 1:
+            raise EngineError(f"A group has at least one member; got n={n}.")
         seeds = list(range(1, n)) if seeds is None else list(seeds)
         if len(seeds) != n - 1:
             raise EngineError(f"Fork into {n} needs {n - 1} seeds; got {len(seeds)}.")

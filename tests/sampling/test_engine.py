@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from gog_jax.models.qwen2_5_vl import vision_metadata
-from gog_jax.sampling import Engine, SamplingParams, programs
+from gog_jax.sampling import Engine, EngineError, SamplingParams, programs
 from tests.models import hf_reference as ref
 
 HF_CONFIGS = {"qwen2_5_vl": ref.hf_config, "qwen3_vl": ref.qwen3_config}
@@ -203,6 +203,9 @@ def test_group_fork_prefills_once(pair):
     prompt = np.random.default_rng(7).integers(10, 256, 30)
     engine = Engine(ours, num_slots=4, max_seq_len=128, decode_steps=8)
     head = engine.open(prompt, SamplingParams(temperature=1.0, max_new_tokens=10, ignore_eos=True))
+    for n, seeds in ((0, None), (4, [1, 2])):  # no group; fewer seeds than copies
+        with pytest.raises(EngineError):
+            engine.fork(head, n, seeds)
     group = engine.fork(head, 4)
     state = jax.device_get(engine.state)
     for seed, member in enumerate(group[1:], 1):  # the head's settings, a key of its own

@@ -24,6 +24,14 @@ def filter_logits(logits: jax.Array, top_k: jax.Array, top_p: jax.Array) -> jax.
     return jnp.where(logits >= threshold, logits, -jnp.inf)
 
 
+def first_argmax(x: jax.Array) -> jax.Array:
+    """argmax over the last axis (the first index of the maximum) as a max and a min reduction,
+    which vectorise on CPU where XLA's variadic argmax reduction does not. No NaNs expected."""
+    top = jnp.max(x, axis=-1, keepdims=True)
+    index = jnp.min(jnp.where(x == top, jnp.arange(x.shape[-1], dtype=jnp.int32), x.shape[-1] - 1), axis=-1)
+    return index.astype(jnp.int32)
+
+
 def sample(logits: jax.Array, keys: jax.Array, temperature: jax.Array, top_k: jax.Array,
            top_p: jax.Array) -> jax.Array:
     """logits [S, V] float32 -> tokens [S]; temperature 0 rows take the argmax."""
@@ -33,7 +41,11 @@ def sample(logits: jax.Array, keys: jax.Array, temperature: jax.Array, top_k: ja
         needs_filter = jnp.any((top_k > 0) | (top_p < 1.0))
         filtered = jax.lax.cond(needs_filter, filter_logits, lambda x, *_: x, logits, top_k, top_p)
         scaled = filtered / jnp.where(temperature > 0, temperature, 1.0)[:, None]
-        drawn = jax.vmap(jax.random.categorical)(keys, scaled).astype(jnp.int32)
+        # jax.random.categorical's Gumbel-max draw, bit for bit, with the argmax written as two
+        # plain reductions over the materialised noisy logits: XLA's CPU argmax fused the noise's
+        # logarithms into a scalar loop (64 x 2048: 6.7 ms against 1.4 ms; any backend, same maths)
+        noise = jax.vmap(lambda key: jax.random.gumbel(key, scaled.shape[1:], scaled.dtype))(keys)
+        drawn = first_argmax(jax.lax.optimization_barrier(scaled + noise))
         return jnp.where(temperature > 0, drawn, greedy)
 
     # an all-greedy batch skips the Gumbel noise (a few ms a step on CPU for a 16k vocabulary)

@@ -66,7 +66,7 @@ def base(mode: str, model_name: str = "tiny") -> ml_collections.ConfigDict:
                                             vision_lr_scale=0.1,  # x the stage's rate for the vision tower (optim.py)
                                             master_dtype="float32"))  # master copy of narrower (bf16) params
     c.loss = ml_collections.ConfigDict(dict(vocab_chunk=512, remat=False, attention_block=128))
-    # steps between saves; SFT's own: its steps are ~0.4 s and a save ~0.4 s, so every 20 cost 8%
+    # steps between saves; SFT's own, rarer: a save costs about one SFT step, so one every 20 would add ~5%
     c.checkpoint = ml_collections.ConfigDict(dict(every=20, sft_every=100, keep=2, async_save=True))
     c.log_every_seconds = 20.0
     return c
@@ -81,7 +81,7 @@ def sft(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
         wrong_crop_share=0.0,    # gaze episodes that crop a wrong emblem first, then reflect; the tiny
                                  # model copies the wrong crops instead (README Results), so 0 here
         rename_share=1.0,        # episodes with every name and year swapped (world/rename.py: no memorising)
-        epochs=3, steps=1500,    # steps > 0 overrides epochs (1500: the main job fits its 15 minutes)
+        epochs=3, steps=1500,    # steps > 0 overrides epochs (1500: fewer lost GRPO's gain, README Results)
         micro_batches=1,         # packed batches per optimizer step (gradient accumulation)
         learning_rate=3e-3, schedule="cosine", warmup_steps=10,
         cache_dir="~/.cache/gog_jax/sft",  # exported SFT checkpoints by config hash ("" disables)

@@ -28,8 +28,7 @@ def first_argmax(x: jax.Array) -> jax.Array:
     """argmax over the last axis (the first index of the maximum) as a max and a min reduction,
     which vectorise on CPU where XLA's variadic argmax reduction does not. No NaNs expected."""
     top = jnp.max(x, axis=-1, keepdims=True)
-    index = jnp.min(jnp.where(x == top, jnp.arange(x.shape[-1], dtype=jnp.int32), x.shape[-1] - 1), axis=-1)
-    return index.astype(jnp.int32)
+    return jnp.min(jnp.where(x == top, jnp.arange(x.shape[-1], dtype=jnp.int32), x.shape[-1] - 1), axis=-1)
 
 
 def sample(logits: jax.Array, keys: jax.Array, temperature: jax.Array, top_k: jax.Array,

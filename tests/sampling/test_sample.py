@@ -4,11 +4,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gog_jax.sampling import programs
 from gog_jax.sampling import sample as sample_lib
-
-
-def _keys(seed: int, n: int) -> jax.Array:
-    return jax.vmap(lambda i: jax.random.key_data(jax.random.fold_in(jax.random.key(seed), i)))(jnp.arange(n))
 
 
 def test_first_argmax_equals_argmax_with_ties_and_masked_entries():
@@ -29,7 +26,7 @@ def test_sample_draws_what_jax_random_categorical_draws():
     top_p = jnp.ones((slots,), jnp.float32)
     for seed in range(5):
         logits = jnp.asarray(rng.normal(size=(slots, vocab)) * 3, jnp.float32)
-        keys = _keys(seed, slots)
+        keys = programs.fold_in_keys(jax.random.key_data(jax.random.key(seed)), jnp.arange(slots, dtype=jnp.uint32))
         drawn = jax.jit(sample_lib.sample)(logits, keys, temperature, top_k, top_p)
         filtered = sample_lib.filter_logits(logits, top_k, top_p)
         scaled = filtered / jnp.where(temperature > 0, temperature, 1.0)[:, None]

@@ -52,14 +52,14 @@ def bytes_per_step(model, batch: int, mean_length: float) -> float:
 
 def median_decode_seconds(engine: Engine, prompts, params: SamplingParams, repeats: int) -> float:
     """Median of `engine_decode_seconds` after one warm-up call (which compiles). Its own clock, not
-    a timer around it: each call also prefills the prompts, one `open` at a time."""
+    a timer around it: each call also prefills the prompts (one `open_many`)."""
     engine_decode_seconds(engine, prompts, params)
     return statistics.median(engine_decode_seconds(engine, prompts, params) for _ in range(repeats))
 
 
 def engine_decode_seconds(engine: Engine, prompts, params: SamplingParams) -> float:
     """Seconds the engine spends decoding once the prompts are prefilled (its `step` calls only)."""
-    sessions = [engine.open(p, params) for p in prompts]
+    sessions = engine.open_many([dict(input_ids=p) for p in prompts], params)
     jax.block_until_ready(engine.state)
     start = time.perf_counter()
     stopped = 0

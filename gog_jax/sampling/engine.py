@@ -4,9 +4,10 @@ A `Session` is one conversation living in one slot of a dense KV cache. `open` p
 prompt, `step` runs one jitted multi-step decode call over every active slot and returns the
 sessions that stopped, `append` prefills a tool observation (text and images, with incremental
 M-RoPE) at the session's current end, and `resume` decodes again: nothing is ever re-prefilled.
-`generate` is the batch API built on the same calls. Any `VisionLanguageModel` serves (Qwen2.5-VL,
-Qwen3-VL): the model brings its vision metadata, and its image features, DeepStack rows
-included, fill a chunk's image-pad tokens.
+`open_many` prefills many prompts in one program call per chunk piece, and `generate`, the
+batch API, opens every request that finds a free slot with it. Any `VisionLanguageModel` serves
+(Qwen2.5-VL, Qwen3-VL): the model brings its vision metadata, and its image features, DeepStack
+rows included, fill a chunk's image-pad tokens.
 """
 
 import dataclasses
@@ -66,6 +67,18 @@ class GenerationOutput:
     error: str | None = None
 
 
+@dataclasses.dataclass
+class _Chunk:
+    """A session's next chunk, checked: its tokens, their M-RoPE positions, the rope state after
+    them, and its images (pixel_values None: no image)."""
+    session: Session
+    ids: np.ndarray
+    positions: np.ndarray
+    rope: rope.RopeState
+    pixel_values: np.ndarray | None
+    grids: np.ndarray
+
+
 class Engine:
     """JAX-native sampler over a slot-based KV cache; see the module docstring."""
 
@@ -85,6 +98,8 @@ class Engine:
         # serve: powers of two and their midpoints (128, 192, 256, 384, ...) waste at most a third
         self.window_buckets = tuple(sorted({min(cache_len, base << i) for base in (128, 192)
                                             for i in range(cache_len.bit_length())}))
+        # prompts prefilled together: their count padded to a power of two (few programs for any count)
+        self.rows_buckets = tuple(1 << i for i in range((num_slots - 1).bit_length() + 1))
         self.state = programs.DecodeState.create(model, num_slots, cache_len, *self.stop_shape)
         self.layout = programs.Layout()  # set by update_params when parameters live on a mesh
         self.sessions: dict[int, Session] = {}
@@ -112,15 +127,39 @@ class Engine:
     def open(self, input_ids, params: SamplingParams, *, pixel_values=None, image_grid_thw=None,
              seed: int | None = None) -> Session:
         """Prefills a prompt into a free slot and starts decoding it (after the next `step`)."""
-        ids = self._check_tokens(input_ids, empty_ok=False)
-        if not self.free_slots:
-            raise EngineError("No free slot.")
-        key = np.asarray(jax.random.key_data(jax.random.key(params.seed if seed is None else seed)))
-        session = Session(self.free_slots[0], params, key, rope.RopeState())
-        self._prefill(session, ids, pixel_values, image_grid_thw, stat="prefilled")
-        self.sessions[session.slot] = session
-        self.resume(session)
+        (session,) = self.open_many([dict(input_ids=input_ids, pixel_values=pixel_values,
+                                          image_grid_thw=image_grid_thw, seed=seed)], params)
+        if isinstance(session, EngineError):
+            raise session
         return session
+
+    def open_many(self, requests: Sequence[dict], params: SamplingParams) -> list[Session | EngineError]:
+        """`open` for many prompts at once: their chunks are prefilled together, one program call
+        per chunk piece for all of them, not one call per prompt (an accelerator serves a batch
+        of prompts in about the time of one). request: dict(input_ids[, pixel_values,
+        image_grid_thw, seed]) as `generate` takes them. A request that fails its checks gets
+        its `EngineError` in its place in the result; the others open."""
+        if len(requests) > len(self.free_slots):
+            raise EngineError(f"{len(requests)} prompts for {len(self.free_slots)} free slots.")
+        results: list[Session | EngineError] = []
+        chunks = []
+        free = iter(self.free_slots)
+        for request in requests:
+            seed = request.get("seed")
+            key = np.asarray(jax.random.key_data(jax.random.key(params.seed if seed is None else seed)))
+            session = Session(-1, params, key, rope.RopeState())  # a slot once its checks pass
+            try:
+                ids = self._check_tokens(request["input_ids"], empty_ok=False)
+                chunks.append(self._chunk(session, ids, request.get("pixel_values"), request.get("image_grid_thw")))
+                session.slot = next(free)
+                results.append(session)
+            except (EngineError, ValueError) as error:  # ValueError: input_ids numpy cannot read
+                results.append(error if isinstance(error, EngineError) else EngineError(str(error)))
+        self._prefill(chunks, stat="prefilled")
+        for chunk in chunks:
+            self.sessions[chunk.session.slot] = chunk.session
+        self._configure([chunk.session for chunk in chunks], params)
+        return results
 
     def fork(self, session: Session, n: int, seeds: Sequence[int] | None = None) -> list[Session]:
         """n - 1 copies of a freshly opened session (GRPO group): the prompt is prefilled once, and
@@ -150,25 +189,12 @@ class Engine:
         if session.decoding:
             raise EngineError("Cannot append to a session that is still decoding.")
         ids = self._check_tokens(token_ids, empty_ok=False, used=len(session.tokens))
-        self._prefill(session, ids, pixel_values, image_grid_thw, stat="appended")
+        self._prefill([self._chunk(session, ids, pixel_values, image_grid_thw)], stat="appended")
 
     def resume(self, session: Session, params: SamplingParams | None = None) -> None:
         """Starts a decode phase for the session (with new params if given)."""
-        params = session.params = params or session.params
-        eos = () if params.ignore_eos else self.config.eos_token_ids
-        budget = min(params.max_new_tokens, self.max_seq_len - len(session.tokens))
-        if budget < 1:
-            raise EngineError(f"Session is at max_seq_len={self.max_seq_len}; nothing left to decode.")
-        mask = np.zeros(self.num_slots, bool)
-        mask[session.slot] = True
-        width, count, length = self.stop_shape
-        stop_ids = pack_stop_ids(tuple(dict.fromkeys((*eos, *params.stop_token_ids))), width)
-        self.state = programs.configure(
-            self.state, mask, np.broadcast_to(session.key, (self.num_slots, 2)), budget, params.min_new_tokens,
-            params.temperature, params.top_k, params.top_p, stop_ids,
-            pack_stop_sequences(params.stop_sequences, count, length), session.sampled, self.layout)
-        session.new_tokens, session.new_logprobs, session.finish_reason = [], [], None
-        session.decoding = True
+        session.params = params or session.params
+        self._configure([session], session.params)
 
     def step(self) -> list[Session]:
         """One jitted decode call (up to `decode_steps` tokens per active slot); returns stopped sessions."""
@@ -213,18 +239,15 @@ class Engine:
         pending = list(range(len(requests)))[::-1]
         running: dict[int, int] = {}  # slot -> request index
         while pending or running:
-            while pending and self.free_slots:
-                index = pending.pop()
-                request = requests[index]
-                try:
-                    session = self.open(request["input_ids"], params, pixel_values=request.get("pixel_values"),
-                                        image_grid_thw=request.get("image_grid_thw"),
-                                        seed=request.get("seed", params.seed + index))
-                except (EngineError, ValueError) as error:
+            batch = [pending.pop() for _ in range(min(len(pending), len(self.free_slots)))]
+            opened = self.open_many([dict(requests[i], seed=requests[i].get("seed", params.seed + i)) for i in batch],
+                                    params) if batch else []
+            for index, session in zip(batch, opened):
+                if isinstance(session, EngineError):
                     outputs[index] = GenerationOutput(np.zeros(0, np.int32), np.zeros(0, np.float32), "error",
-                                                      str(error))
-                    continue
-                running[session.slot] = index
+                                                      str(session))
+                else:
+                    running[session.slot] = index
             for session in self.step():
                 outputs[running.pop(session.slot)] = GenerationOutput(
                     np.asarray(session.new_tokens, np.int32), np.asarray(session.new_logprobs, np.float32),
@@ -246,11 +269,33 @@ class Engine:
                               f"max_seq_len={self.max_seq_len}.")
         return ids.astype(np.int32)
 
-    def _prefill(self, session: Session, ids: np.ndarray, pixel_values, image_grid_thw, stat: str) -> None:
-        """Host-side checks and positions, vision encode, then the chunk in bucket-sized pieces."""
+    def _configure(self, sessions: Sequence[Session], params: SamplingParams) -> None:
+        """Starts a decode phase under `params` for every one of `sessions` (one program call)."""
+        if not sessions:
+            return
+        mask = np.zeros(self.num_slots, bool)
+        keys = np.zeros((self.num_slots, 2), np.uint32)
+        budget, sampled = np.zeros(self.num_slots, np.int32), np.zeros(self.num_slots, np.int32)
+        for session in sessions:
+            room = self.max_seq_len - len(session.tokens)
+            if room < 1:
+                raise EngineError(f"Session is at max_seq_len={self.max_seq_len}; nothing left to decode.")
+            mask[session.slot], keys[session.slot] = True, session.key
+            budget[session.slot], sampled[session.slot] = min(params.max_new_tokens, room), session.sampled
+        eos = () if params.ignore_eos else self.config.eos_token_ids
+        width, count, length = self.stop_shape
+        stop_ids = pack_stop_ids(tuple(dict.fromkeys((*eos, *params.stop_token_ids))), width)
+        self.state = programs.configure(
+            self.state, mask, keys, budget, params.min_new_tokens, params.temperature, params.top_k, params.top_p,
+            stop_ids, pack_stop_sequences(params.stop_sequences, count, length), sampled, self.layout)
+        for session in sessions:
+            session.new_tokens, session.new_logprobs, session.finish_reason = [], [], None
+            session.decoding = True
+
+    def _chunk(self, session: Session, ids: np.ndarray, pixel_values, image_grid_thw) -> _Chunk:
+        """Host-side checks of a chunk's images against its image-pad tokens, and its M-RoPE positions."""
         cfg = self.config
         grids = np.zeros((0, 3), np.int64)
-        features = None
         num_pads = int(np.sum(ids == cfg.image_token_id))
         if pixel_values is not None or image_grid_thw is not None or num_pads:
             if pixel_values is None:
@@ -263,30 +308,55 @@ class Engine:
             if expected != num_pads:
                 raise EngineError(f"image_grid_thw describes {expected} image tokens but the chunk holds "
                                   f"{num_pads} image-pad tokens.")
-            features = self._encode(np.asarray(pixel_values), grids)
         try:
             positions, new_rope = rope.chunk_positions(ids, [tuple(g) for g in grids], session.rope_state,
                                                        cfg.image_token_id, cfg.vision.spatial_merge_size)
         except ValueError as error:
             raise EngineError(str(error)) from None
+        pixels = None if pixel_values is None else np.asarray(pixel_values, np.float32)
+        return _Chunk(session, ids, positions, new_rope, pixels, grids)
+
+    def _prefill(self, chunks: Sequence[_Chunk], stat: str) -> None:
+        """One vision encode for every chunk's images, then the chunks in pieces of at most the
+        largest bucket: piece i of every chunk long enough in one program call of [n, T] tokens
+        (n and T padded to buckets)."""
+        if not chunks:
+            return
+        cfg = self.config
+        features, image_rows = None, np.zeros(len(chunks), np.int64)  # each chunk's first feature row
+        with_images = [c for c in chunks if c.pixel_values is not None]
+        if with_images:
+            features = self._encode(np.concatenate([c.pixel_values for c in with_images]),
+                                    np.concatenate([c.grids for c in with_images]))
+            tokens_per_chunk = [int(np.sum(c.ids == cfg.image_token_id)) for c in chunks]
+            image_rows = np.cumsum([0] + tokens_per_chunk[:-1])
         largest = self.chunk_buckets[-1]
-        feature_offset = 0
-        for start in range(0, len(ids), largest):
-            piece = ids[start:start + largest]
-            size = bucket_for(len(piece), self.chunk_buckets)
-            tokens = np.zeros(size, np.int32)
-            tokens[:len(piece)] = piece
-            pos = np.zeros((3, size), np.int32)
-            pos[:, :len(piece)] = positions[:, start:start + len(piece)]
-            end = len(session.tokens) + start + size
-            self.state = programs.append(self._graph, self.params, self.state, session.slot,
-                                         len(session.tokens) + start, tokens, pos,
-                                         len(piece), new_rope.next_pos, features, feature_offset,
-                                         self._window(end), self.layout)
-            feature_offset += int(np.sum(piece == cfg.image_token_id))
-        session.rope_state = new_rope
-        session.tokens += ids.tolist()
-        session.stats[stat] += len(ids)
+        for start in range(0, max(len(c.ids) for c in chunks), largest):
+            rows = [(c, first) for c, first in zip(chunks, image_rows) if len(c.ids) > start]
+            pieces = [c.ids[start:start + largest] for c, _ in rows]
+            size = bucket_for(max(map(len, pieces)), self.chunk_buckets)
+            n = bucket_for(len(rows), self.rows_buckets)
+            tokens, positions = np.zeros((n, size), np.int32), np.zeros((3, n, size), np.int32)
+            slots = np.full(n, self.num_slots, np.int32)  # padding rows: out of range, write nothing
+            starts, num_valid, next_pos = np.zeros(n, np.int32), np.ones(n, np.int32), np.zeros(n, np.int32)
+            feature_index = []
+            for b, ((chunk, first), piece) in enumerate(zip(rows, pieces)):
+                tokens[b, :len(piece)] = piece
+                positions[:, b, :len(piece)] = chunk.positions[:, start:start + len(piece)]
+                slots[b], starts[b] = chunk.session.slot, len(chunk.session.tokens) + start
+                num_valid[b], next_pos[b] = len(piece), chunk.rope.next_pos
+                done = int(np.sum(chunk.ids[:start] == cfg.image_token_id))
+                feature_index.append(first + done + np.arange(int(np.sum(piece == cfg.image_token_id))))
+            index = np.full(n * size, np.iinfo(np.int32).max, np.int32)  # out of range: no feature
+            flat = np.concatenate(feature_index)
+            index[:len(flat)] = flat
+            self.state = programs.append(self._graph, self.params, self.state, slots, starts, tokens, positions,
+                                         num_valid, next_pos, features, None if features is None else index,
+                                         self._window(int(np.max(starts)) + size), self.layout)
+        for chunk in chunks:
+            chunk.session.rope_state = chunk.rope
+            chunk.session.tokens += chunk.ids.tolist()
+            chunk.session.stats[stat] += len(chunk.ids)
 
     def _window(self, length: int) -> int:
         """The attention window bucket holding `length` cache positions (the whole cache at most)."""

@@ -121,26 +121,28 @@ def encode(graphdef, params, pixel_values: jax.Array, meta) -> jax.Array:
 
 
 @functools.partial(jax.jit, static_argnums=(0, 11, 12), donate_argnums=2)
-def append(graphdef, params, state: DecodeState, slot, start, tokens, positions, num_valid, next_pos,
-           features=None, feature_offset=0, window: int | None = None, layout: Layout = Layout()) -> DecodeState:
-    """Prefills tokens [T] (valid prefix num_valid) into `slot` at cache position `start`.
+def append(graphdef, params, state: DecodeState, slots, starts, tokens, positions, num_valid, next_pos,
+           features=None, feature_index=None, window: int | None = None, layout: Layout = Layout()) -> DecodeState:
+    """Prefills chunks tokens [n, T] (row b: a valid prefix of num_valid[b]) into slots [n], row b
+    at cache position starts[b]: one program for n prompts or observations. A row whose slot is
+    out of range (>= S: padding up to a bucket of n) writes nothing.
 
-    features [..., F, D] are the chunk's image features (Qwen3-VL: DeepStack rows on a leading
-    axis); those from `feature_offset` on (along F, in every row) fill the chunk's image-pad
-    tokens in order. The chunk attends to the first `window` cache positions (static; the
-    caller's bucket holding start + T), not the whole cache.
+    features [..., F, D] are the image features of every row's images (Qwen3-VL: DeepStack rows
+    on a leading axis); feature_index [n * T] gives, for the k-th image-pad token of the chunk in
+    row-major order, its row along F (out of range: none). Each row attends to the first
+    `window` cache positions (static; a bucket holding every row's starts[b] + T), not the whole
+    cache.
     """
     model = _model(graphdef, params)
     if features is not None:
-        features = jnp.take(features, feature_offset + jnp.arange(tokens.shape[0]), axis=-2, mode="fill",
-                            fill_value=0)
-    hidden, cache = model.forward(tokens[None], positions[:, None], image_features=features, cache=state.cache,
-                                  cache_index=jnp.asarray(start, jnp.int32)[None],
-                                  cache_rows=jnp.asarray(slot, jnp.int32)[None], attend_len=window)
-    last = model.logits(jax.lax.dynamic_index_in_dim(hidden[0], num_valid - 1, keepdims=False))
+        features = jnp.take(features, feature_index, axis=-2, mode="fill", fill_value=0)
+    hidden, cache = model.forward(tokens, positions, image_features=features, cache=state.cache,
+                                  cache_index=starts, cache_rows=slots, attend_len=window)
+    last = model.logits(jnp.take_along_axis(hidden, (num_valid - 1)[:, None, None], axis=1)[:, 0])
+    set_rows = lambda x, v: x.at[slots].set(v, mode="drop")  # noqa: E731
     return layout.pin(dataclasses.replace(
-        state, cache=cache, lengths=state.lengths.at[slot].set(start + num_valid),
-        next_pos=state.next_pos.at[slot].set(next_pos), logits=state.logits.at[slot].set(last)))
+        state, cache=cache, lengths=set_rows(state.lengths, starts + num_valid),
+        next_pos=set_rows(state.next_pos, next_pos), logits=set_rows(state.logits, last)))
 
 
 @functools.partial(jax.jit, static_argnums=11, donate_argnums=0)

@@ -129,6 +129,28 @@ def test_append_with_an_image_equals_full_forward(pairs, family):
     assert session.stats["prefilled"] + session.stats["appended"] + session.stats["decoded"] == len(session.tokens)
 
 
+def test_open_many_prefills_together_like_a_full_forward(pair):
+    """Prompts opened in one call, in pieces (chunk buckets smaller than the prompts), images
+    spread over pieces and prompts, a bad request among them: each good one's next-token logits
+    equal a full forward over its prompt, the bad one gets its error in its place."""
+    _, ours = pair
+    rng = np.random.default_rng(12)
+    engine = Engine(ours, num_slots=4, max_seq_len=128, decode_steps=4, chunk_buckets=(8, 16))
+    requests = [dict(input_ids=rng.integers(10, 256, 37)),
+                _image_request(rng, np.array([[1, 4, 6], [1, 4, 4]]), [5, 9, 2]),
+                dict(input_ids=np.zeros(0, np.int64)),
+                _image_request(rng, np.array([[1, 4, 4]]), [1, 3])]
+    opened = engine.open_many(requests, SamplingParams(temperature=0.0, max_new_tokens=4))
+    assert isinstance(opened[2], EngineError) and "Empty prompt" in str(opened[2])
+    for request, session in zip(requests, opened):
+        if request is requests[2]:
+            continue
+        full = _full_logits(ours, request["input_ids"], request.get("pixel_values"), request.get("image_grid_thw"))
+        np.testing.assert_allclose(np.asarray(engine.state.logits[session.slot]), full[-1], atol=1e-4)
+        assert session.decoding and session.stats["prefilled"] == len(request["input_ids"])
+    assert sorted(engine.sessions) == [0, 1, 2]
+
+
 def test_sampled_logprobs_equal_full_forward(pair):
     _, ours = pair
     rng = np.random.default_rng(3)
@@ -239,8 +261,8 @@ def test_compilations_bounded_by_buckets(pair):
             for r, m in zip(requests[:10], lengths[:10])]
     outs += engine.generate(requests[10:], SamplingParams(temperature=0.8, max_new_tokens=16))
     assert all(o.finish_reason in ("stop", "length") for o in outs)
-    # appends: one program per (chunk bucket, attention window bucket) pair at most
-    assert programs.append._cache_size() <= len(buckets) * len(engine.window_buckets)
+    # prefills: one program per (rows bucket, chunk bucket, attention window bucket) at most
+    assert programs.append._cache_size() <= len(engine.rows_buckets) * len(buckets) * len(engine.window_buckets)
     assert programs.decode._cache_size() == 1 and programs.configure._cache_size() == 1
 
 

@@ -65,10 +65,10 @@ def test_sharded_state_same_outputs_and_no_cache_gathers():
     targets = np.arange(1, SLOTS, dtype=np.int32)
     keys = np.zeros((SLOTS - 1, 2), np.uint32)
     texts = [programs.fork.lower(engine.state, 0, targets, keys, engine.layout).compile().as_text()]
-    tokens, positions = np.zeros(16, np.int32), np.zeros((3, 16), np.int32)
+    tokens, positions, one = np.zeros((1, 16), np.int32), np.zeros((3, 1, 16), np.int32), np.ones(1, np.int32)
     graph = engine._graph  # pylint: disable=protected-access
-    texts.append(programs.append.lower(graph, engine.params, engine.state, 1, 0, tokens, positions, 16, 16, None, 0,
-                                       128, engine.layout).compile().as_text())
+    texts.append(programs.append.lower(graph, engine.params, engine.state, one, 0 * one, tokens, positions, 16 * one,
+                                       16 * one, None, None, 128, engine.layout).compile().as_text())
     for text in texts:
         gathered = re.findall(r"= f32\[(\d+),[^\]]*\][^\n]* all-gather\(", text)
         assert str(SLOTS) not in gathered, gathered

@@ -123,8 +123,8 @@ def encode(graphdef, params, pixel_values: jax.Array, meta) -> jax.Array:
 @functools.partial(jax.jit, static_argnums=(0, 11, 12), donate_argnums=2)
 def append(graphdef, params, state: DecodeState, slots, starts, tokens, positions, num_valid, next_pos,
            features=None, feature_index=None, window: int | None = None, layout: Layout = Layout()) -> DecodeState:
-    """Prefills chunks tokens [n, T] (row b: a valid prefix of num_valid[b]) into slots [n], row b
-    at cache position starts[b]: one program for n prompts or observations. A row whose slot is
+    """Prefills n chunks, tokens [n, T] (row b: a valid prefix of num_valid[b]), into slots [n],
+    row b at cache position starts[b]: one program for n prompts or observations. A row whose slot is
     out of range (>= S: padding up to a bucket of n) writes nothing.
 
     features [..., F, D] are the image features of every row's images (Qwen3-VL: DeepStack rows

@@ -144,9 +144,10 @@ class Engine:
         results: list[Session | EngineError] = []
         chunks = []
         free = iter(self.free_slots)
-        for request in requests:
-            seed = request.get("seed")
-            key = np.asarray(jax.random.key_data(jax.random.key(params.seed if seed is None else seed)))
+        seeds = np.zeros(self.num_slots, np.int64)  # padded: one program for any number of requests
+        seeds[:len(requests)] = [params.seed if r.get("seed") is None else r["seed"] for r in requests]
+        keys = np.asarray(programs.request_keys(seeds))
+        for request, key in zip(requests, keys):
             session = Session(-1, params, key, rope.RopeState())  # a slot once its checks pass
             try:
                 ids = self._check_tokens(request["input_ids"], empty_ok=False)

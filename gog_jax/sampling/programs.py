@@ -163,6 +163,14 @@ def configure(state: DecodeState, slots, key, budget, min_new, temperature, top_
 
 
 @jax.jit
+def request_keys(seeds) -> jax.Array:
+    """Key data [n, ...] of `jax.random.key(seed)` for each of seeds [n] (int64), in one call:
+    derived one request at a time, the keys of `open_many`'s 64 prompts were ~0.5 ms each on the
+    host (several dispatches and a device-to-host copy apiece)."""
+    return jax.random.key_data(jax.vmap(jax.random.key)(seeds))
+
+
+@jax.jit
 def fold_in_keys(key, seeds) -> jax.Array:
     """keys [n, 2]: request key [2] folded with each of seeds [n] (a group's members), in one call."""
     return jax.vmap(lambda seed: jax.random.key_data(jax.random.fold_in(jax.random.wrap_key_data(key), seed)))(seeds)

@@ -175,8 +175,13 @@ def test_seeds_reproduce_and_differ(pair):
     a, b, c = engine.generate(requests, params)
     np.testing.assert_array_equal(a.token_ids, b.token_ids)
     assert not np.array_equal(a.token_ids, c.token_ids)
-    again = Engine(ours, num_slots=3, max_seq_len=96, decode_steps=4).generate(requests[:1], params)[0]
+    engine = Engine(ours, num_slots=3, max_seq_len=96, decode_steps=4)
+    again = engine.generate(requests[:1], params)[0]
     np.testing.assert_array_equal(again.token_ids, a.token_ids)  # independent of slots and call sizes
+    seeds = (0, 2 ** 32 + 3, -1)  # keys derived together are jax.random.key's, also beyond 32 bits
+    opened = engine.open_many([dict(requests[0], seed=seed) for seed in seeds], params)
+    for seed, session in zip(seeds, opened):
+        np.testing.assert_array_equal(session.key, jax.random.key_data(jax.random.key(seed)))
 
 
 def test_bad_requests_fail_alone(pair):

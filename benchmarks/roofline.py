@@ -8,7 +8,9 @@ bandwidth measured in the same run (a jitted read-and-write of a large array), t
 batch of B slots at B * bandwidth / bytes-per-step tokens/s. Prints, per batch size, the engine
 (greedy; and sampling at temperature 1, GRPO's setting), the minimal jitted loop of
 `benchmarks.sampler` and transformers `generate` on the same device, same weights and dtype, each
-as tokens/s and as a fraction of the roofline. Meant for a GPU or TPU; on a CPU use a small preset.
+as tokens/s and as a fraction of the roofline (the peers' decode alone as N new tokens less 1), and
+the batch's prefill: the engine's `open_many` against the minimal loop's prefill and first step.
+Meant for a GPU or TPU; on a CPU use a small preset.
 A benchmark, not a test: figures go in the README.
 """
 
@@ -50,25 +52,28 @@ def bytes_per_step(model, batch: int, mean_length: float) -> float:
     return total + batch * mean_length * kv_per_token
 
 
-def median_decode_seconds(engine: Engine, prompts, params: SamplingParams, repeats: int) -> float:
-    """Median of `engine_decode_seconds` after one warm-up call (which compiles). Its own clock, not
-    a timer around it: each call also prefills the prompts (one `open_many`)."""
-    engine_decode_seconds(engine, prompts, params)
-    return statistics.median(engine_decode_seconds(engine, prompts, params) for _ in range(repeats))
+def median_engine_seconds(engine: Engine, prompts, params: SamplingParams, repeats: int) -> tuple[float, float]:
+    """Medians of `engine_seconds` (open, decode) after one warm-up call (which compiles)."""
+    engine_seconds(engine, prompts, params)
+    opens, decodes = zip(*(engine_seconds(engine, prompts, params) for _ in range(repeats)))
+    return statistics.median(opens), statistics.median(decodes)
 
 
-def engine_decode_seconds(engine: Engine, prompts, params: SamplingParams) -> float:
-    """Seconds the engine spends decoding once the prompts are prefilled (its `step` calls only)."""
+def engine_seconds(engine: Engine, prompts, params: SamplingParams) -> tuple[float, float]:
+    """Seconds the engine spends opening the prompts (one `open_many`: their prefill, on the
+    host and the device) and then decoding them (its `step` calls only): its own clocks, not a
+    timer around `generate`."""
+    start = time.perf_counter()
     sessions = engine.open_many([dict(input_ids=p) for p in prompts], params)
     jax.block_until_ready(engine.state)
-    start = time.perf_counter()
+    opened = time.perf_counter()
     stopped = 0
     while stopped < len(sessions):
         stopped += len(engine.step())
-    seconds = time.perf_counter() - start
+    seconds = time.perf_counter() - opened
     for session in sessions:
         engine.close(session)
-    return seconds
+    return opened - start, seconds
 
 
 def main():
@@ -104,8 +109,9 @@ def main():
         greedy, sampled = (SamplingParams(temperature=t, max_new_tokens=args.new, ignore_eos=True)
                            for t in (0.0, 1.0))
 
-        def run_minimal(prompts=prompts):
-            return jax.block_until_ready(minimal_greedy(graphdef, weights, jnp.asarray(prompts, jnp.int32), args.new))
+        def run_minimal(new_tokens=args.new, prompts=prompts):
+            return jax.block_until_ready(minimal_greedy(graphdef, weights, jnp.asarray(prompts, jnp.int32),
+                                                        new_tokens))
 
         def run_hf(new_tokens, prompts=prompts):
             with torch.no_grad():
@@ -118,11 +124,14 @@ def main():
         ours = np.stack([o.token_ids for o in engine.generate([dict(input_ids=p) for p in prompts], greedy)])
         agree = f"engine == minimal loop: {np.array_equal(ours, np.asarray(run_minimal()))}"
         tokens = batch * args.new
-        decode = {"engine, greedy": median_decode_seconds(engine, prompts, greedy, args.repeats),
-                  "engine, temperature 1": median_decode_seconds(engine, prompts, sampled, args.repeats)}
+        open_seconds, greedy_seconds = median_engine_seconds(engine, prompts, greedy, args.repeats)
+        decode = {"engine, greedy": greedy_seconds,
+                  "engine, temperature 1": median_engine_seconds(engine, prompts, sampled, args.repeats)[1]}
         whole = {"engine, greedy": common.median_seconds(
                      lambda: engine.generate([dict(input_ids=p) for p in prompts], greedy), args.repeats),
                  "minimal jitted loop": common.median_seconds(run_minimal, args.repeats)}
+        minimal_prefill = common.median_seconds(lambda: run_minimal(1), args.repeats)  # and one step
+        decode["minimal jitted loop"] = whole["minimal jitted loop"] - minimal_prefill
         if not args.skip_transformers:
             theirs = run_hf(args.new)[:, args.prompt:].cpu().numpy()
             same = (ours == theirs).cumprod(axis=1).sum(axis=1)  # greedy tokens equal before the first difference
@@ -130,8 +139,8 @@ def main():
             whole["transformers generate"] = common.median_seconds(lambda: run_hf(args.new), args.repeats)
             decode["transformers generate"] = (whole["transformers generate"]
                                                - common.median_seconds(lambda: run_hf(1), args.repeats))
-        # seconds a decode step; transformers' is timed as (N new tokens) - (1 new token): N - 1 steps
-        steps = {name: seconds / (args.new - (name == "transformers generate")) for name, seconds in decode.items()}
+        # seconds a decode step; the peers' are timed as (N new tokens) - (1 new token): N - 1 steps
+        steps = {name: seconds / (args.new - (not name.startswith("engine"))) for name, seconds in decode.items()}
         print(f"\nbatch {batch}, {args.prompt}-token prompts, {args.new} new tokens ({agree})")
         print(f"  decode roofline: {bound:.0f} tok/s ({step_bytes / 1e9:.2f} GB a step at the measured bandwidth)")
         for name, step in steps.items():
@@ -139,6 +148,8 @@ def main():
                   f"of the roofline ({step * 1e3:.2f} ms a step)")
         for name, seconds in whole.items():
             print(f"  prefill + decode, {name:21s} {tokens / seconds:9.0f} tok/s")
+        print(f"  prefill of the batch: engine open_many {open_seconds * 1e3:.1f} ms, "
+              f"minimal jitted loop (prefill and one step) {minimal_prefill * 1e3:.1f} ms")
         if "transformers generate" in steps:
             print(f"  engine / transformers: decode {steps['transformers generate'] / steps['engine, greedy']:.1f}x, "
                   f"prefill + decode {whole['transformers generate'] / whole['engine, greedy']:.1f}x")

@@ -11,6 +11,7 @@ rows included, fill a chunk's image-pad tokens.
 """
 
 import dataclasses
+import operator
 from collections.abc import Sequence
 
 import jax
@@ -145,7 +146,8 @@ class Engine:
         chunks = []
         free = iter(self.free_slots)
         seeds = np.zeros(self.num_slots, np.int64)  # padded: one program for any number of requests
-        seeds[:len(requests)] = [params.seed if r.get("seed") is None else r["seed"] for r in requests]
+        seeds[:len(requests)] = [operator.index(params.seed if r.get("seed") is None else r["seed"])  # ints only
+                                 for r in requests]
         keys = np.asarray(programs.request_keys(seeds))
         for request, key in zip(requests, keys):
             session = Session(-1, params, key, rope.RopeState())  # a slot once its checks pass

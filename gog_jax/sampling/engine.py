@@ -11,7 +11,6 @@ rows included, fill a chunk's image-pad tokens.
 """
 
 import dataclasses
-import operator
 from collections.abc import Sequence
 
 import jax
@@ -138,26 +137,33 @@ class Engine:
         """`open` for many prompts at once: their chunks are prefilled together, one program call
         per chunk piece for all of them, not one call per prompt (an accelerator serves a batch
         of prompts in about the time of one). request: dict(input_ids[, pixel_values,
-        image_grid_thw, seed]) as `generate` takes them. A request that fails its checks gets
-        its `EngineError` in its place in the result; the others open."""
-        if len(requests) > len(self.free_slots):
-            raise EngineError(f"{len(requests)} prompts for {len(self.free_slots)} free slots.")
+        image_grid_thw, seed]) as `generate` takes them. A request that fails its checks, or
+        finds every slot taken, gets its `EngineError` in its place in the result; the others
+        open, in the lowest free slots."""
         results: list[Session | EngineError] = []
-        chunks = []
+        chunks, seeds = [], []
         free = iter(self.free_slots)
-        seeds = np.zeros(self.num_slots, np.int64)  # padded: one program for any number of requests
-        seeds[:len(requests)] = [operator.index(params.seed if r.get("seed") is None else r["seed"])  # ints only
-                                 for r in requests]
-        keys = np.asarray(programs.request_keys(seeds))
-        for request, key in zip(requests, keys):
-            session = Session(-1, params, key, rope.RopeState())  # a slot once its checks pass
+        for request in requests:
+            session = Session(-1, params, np.zeros(0, np.uint32), rope.RopeState())  # slot and key: once it passes
             try:
                 ids = self._check_tokens(request["input_ids"], empty_ok=False)
-                chunks.append(self._chunk(session, ids, request.get("pixel_values"), request.get("image_grid_thw")))
-                session.slot = next(free)
+                chunk = self._chunk(session, ids, request.get("pixel_values"), request.get("image_grid_thw"))
+                seed = params.seed if request.get("seed") is None else request["seed"]
+                if not isinstance(seed, (int, np.integer)):
+                    raise EngineError(f"A seed is an integer; got {seed!r}.")
+                session.slot = next(free, -1)
+                if session.slot < 0:
+                    raise EngineError(f"No free slot: all {self.num_slots} slots are taken.")
+                chunks.append(chunk)
+                seeds.append(seed)
                 results.append(session)
             except (EngineError, ValueError) as error:  # ValueError: input_ids numpy cannot read
                 results.append(error if isinstance(error, EngineError) else EngineError(str(error)))
+        if chunks:  # the keys of all sessions in one program (padded to the slots: one shape)
+            padded = np.zeros(self.num_slots, np.int64)
+            padded[:len(seeds)] = seeds
+            for chunk, key in zip(chunks, np.asarray(programs.request_keys(padded))):
+                chunk.session.key = key
         self._prefill(chunks, stat="prefilled")
         for chunk in chunks:
             self.sessions[chunk.session.slot] = chunk.session

@@ -132,7 +132,8 @@ def test_append_with_an_image_equals_full_forward(pairs, family):
 def test_open_many_prefills_together_like_a_full_forward(pair):
     """Prompts opened in one call, in pieces (chunk buckets smaller than the prompts), images
     spread over pieces and prompts, a bad request among them: each good one's next-token logits
-    equal a full forward over its prompt, the bad one gets its error in its place."""
+    equal a full forward over its prompt, the bad one gets its error in its place; so does a
+    request that finds no free slot."""
     _, ours = pair
     rng = np.random.default_rng(12)
     engine = Engine(ours, num_slots=4, max_seq_len=128, decode_steps=4, chunk_buckets=(8, 16))
@@ -149,6 +150,12 @@ def test_open_many_prefills_together_like_a_full_forward(pair):
         np.testing.assert_allclose(np.asarray(engine.state.logits[session.slot]), full[-1], atol=1e-4)
         assert session.decoding and session.stats["prefilled"] == len(request["input_ids"])
     assert sorted(engine.sessions) == [0, 1, 2]
+    # one slot left: a seed that is no integer fails alone, the next request takes the slot, the last finds none
+    more = [dict(input_ids=rng.integers(10, 256, 5), seed=1.5)] + [dict(input_ids=rng.integers(10, 256, 5))] * 2
+    bad_seed, session, no_slot = engine.open_many(more, SamplingParams(temperature=0.0, max_new_tokens=4))
+    assert isinstance(bad_seed, EngineError) and "seed" in str(bad_seed)
+    assert session.slot == 3 and isinstance(no_slot, EngineError) and "No free slot" in str(no_slot)
+    assert sorted(engine.sessions) == [0, 1, 2, 3]
 
 
 def test_sampled_logprobs_equal_full_forward(pair):

@@ -115,9 +115,12 @@ def _model(graphdef, params) -> VisionLanguageModel:
 
 @functools.partial(jax.jit, static_argnums=0)
 def encode(graphdef, params, pixel_values: jax.Array, meta) -> jax.Array:
-    """Patches [P_bucket, patch_dim] and the family's vision metadata -> image features
-    [..., P_bucket / merge**2, D] (a leading axis: DeepStack rows, see `decoder.forward`)."""
-    return _model(graphdef, params).encode_images(pixel_values, meta)
+    """Groups of images, patches [G, P, patch_dim] and the family's vision metadata of each
+    group (stacked) -> image features [..., G * P / merge**2, D], group after group (a leading
+    axis: DeepStack rows, see `decoder.forward`). The tower runs on each group apart."""
+    features = jax.vmap(_model(graphdef, params).encode_images)(pixel_values, meta)  # [G, (1 + L,) U, D]
+    features = jnp.moveaxis(features, 0, -3)
+    return features.reshape(*features.shape[:-3], -1, features.shape[-1])
 
 
 @functools.partial(jax.jit, static_argnums=(0, 11, 12), donate_argnums=2)

@@ -158,6 +158,41 @@ def test_open_many_prefills_together_like_a_full_forward(pair):
     assert sorted(engine.sessions) == [0, 1, 2, 3]
 
 
+
+def test_append_many_appends_together_like_full_forwards(pair):
+    """Observations appended in one call (images among them, in pieces, and many images so the
+    vision tower runs in several groups): each session's next-token logits equal a full forward
+    over its whole conversation; a bad request (still decoding, a session named twice, too long)
+    gets its error and leaves its session as it was."""
+    _, ours = pair
+    rng = np.random.default_rng(13)
+    engine = Engine(ours, num_slots=4, max_seq_len=160, decode_steps=4, chunk_buckets=(8, 16), encode_patches=64)
+    firsts = [_image_request(rng, np.array([[1, 4, 6]]), [2, 3]), dict(input_ids=rng.integers(10, 256, 9)),
+              _image_request(rng, np.array([[1, 4, 4]]), [4, 1])]
+    params = SamplingParams(temperature=0.0, max_new_tokens=3, ignore_eos=True)
+    sessions = engine.open_many(firsts, params)
+    while any(s.decoding for s in sessions):
+        engine.step()
+    chunks = [_image_request(rng, np.array([[1, 6, 8], [1, 4, 4]]), [3, 20, 2]), dict(input_ids=rng.integers(10, 256, 30)),
+              _image_request(rng, np.array([[1, 4, 4]]), [1, 2])]
+    errors = engine.append_many([(s, c) for s, c in zip(sessions, chunks)]
+                                + [(sessions[1], dict(input_ids=[5]))])  # named twice
+    assert errors[:3] == [None] * 3 and "twice" in str(errors[3])
+    for first, chunk, session in zip(firsts, chunks, sessions):
+        images = [r for r in (first, chunk) if "pixel_values" in r]
+        pixels = np.concatenate([r["pixel_values"] for r in images]) if images else None
+        grids = np.concatenate([r["image_grid_thw"] for r in images]) if images else None
+        assert len(session.tokens) == len(first["input_ids"]) + 3 + len(chunk["input_ids"])
+        full = _full_logits(ours, session.tokens, pixels, grids)
+        np.testing.assert_allclose(np.asarray(engine.state.logits[session.slot]), full[-1], atol=1e-4)
+    engine.resume_many(sessions[:1], params)
+    before = list(sessions[1].tokens)
+    decoding, too_long = engine.append_many([(sessions[0], dict(input_ids=[7])),
+                                             (sessions[1], dict(input_ids=rng.integers(10, 256, 200)))])
+    assert "still decoding" in str(decoding) and "max_seq_len" in str(too_long)
+    assert sessions[1].tokens == before and sessions[1].stats["appended"] == 30
+
+
 def test_sampled_logprobs_equal_full_forward(pair):
     _, ours = pair
     rng = np.random.default_rng(3)

@@ -5,8 +5,8 @@ prompt, `step` runs one jitted multi-step decode call over every active slot and
 sessions that stopped, `append` prefills a tool observation (text and images, with incremental
 M-RoPE) at the session's current end, and `resume` decodes again: nothing is ever re-prefilled.
 `open_many` and `append_many` prefill many prompts or observations in one program call per
-chunk piece (`open` and `append` are their one-request cases), and `generate`, the batch API, opens every request
-that finds a free slot with `open_many`. Any `VisionLanguageModel` serves
+chunk piece (`open` and `append` are their one-request cases), and `generate`, the batch API,
+opens every request that finds a free slot with `open_many`. Any `VisionLanguageModel` serves
 (Qwen2.5-VL, Qwen3-VL): the model brings its vision metadata, and its image features, DeepStack
 rows included, fill a chunk's image-pad tokens.
 """

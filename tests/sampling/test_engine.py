@@ -158,7 +158,6 @@ def test_open_many_prefills_together_like_a_full_forward(pair):
     assert sorted(engine.sessions) == [0, 1, 2, 3]
 
 
-
 def test_append_many_appends_together_like_full_forwards(pair):
     """Observations appended in one call (images among them, in pieces, and many images so the
     vision tower runs in several groups): each session's next-token logits equal a full forward
@@ -173,8 +172,8 @@ def test_append_many_appends_together_like_full_forwards(pair):
     sessions = engine.open_many(firsts, params)
     while any(s.decoding for s in sessions):
         engine.step()
-    chunks = [_image_request(rng, np.array([[1, 6, 8], [1, 4, 4]]), [3, 20, 2]), dict(input_ids=rng.integers(10, 256, 30)),
-              _image_request(rng, np.array([[1, 4, 4]]), [1, 2])]
+    chunks = [_image_request(rng, np.array([[1, 6, 8], [1, 4, 4]]), [3, 20, 2]),
+              dict(input_ids=rng.integers(10, 256, 30)), _image_request(rng, np.array([[1, 4, 4]]), [1, 2])]
     errors = engine.append_many([(s, c) for s, c in zip(sessions, chunks)]
                                 + [(sessions[1], dict(input_ids=[5]))])  # named twice
     assert errors[:3] == [None] * 3 and "twice" in str(errors[3])

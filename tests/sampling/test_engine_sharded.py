@@ -1,6 +1,8 @@
 """The engine on parameters sharded over a (2, 2, 2) mesh: the decode state is sharded too (KV
-cache by slots and kv heads), outputs equal one device's, and no program gathers the cache."""
+cache by slots and kv heads), outputs equal one device's (images included, encoded in several
+vision groups), and no program gathers the cache."""
 
+import functools
 import re
 
 import jax
@@ -10,8 +12,10 @@ from flax import nnx
 from gog_jax import sharding
 from gog_jax.models.qwen2_5_vl import Qwen25VL, presets
 from gog_jax.sampling import Engine, SamplingParams, programs
+from tests.models import hf_reference as ref
 
 SLOTS = 4
+PATCH_DIM = 1176  # the tiny preset's 3 x 2 x 14 x 14
 
 
 def _sharded(engine: Engine, model: Qwen25VL) -> Engine:
@@ -21,8 +25,14 @@ def _sharded(engine: Engine, model: Qwen25VL) -> Engine:
     return engine
 
 
+def _image_request(rng, grids, texts) -> dict:
+    grids = np.asarray(grids)
+    return dict(input_ids=ref.image_sequence(rng, grids, texts), pixel_values=ref.pixels(rng, grids, PATCH_DIM),
+                image_grid_thw=grids)
+
+
 def _session_tokens(engine: Engine, prompt, observation) -> list[list[int]]:
-    """Open, fork into 3, decode, append an observation to each, decode again."""
+    """Open, fork into 3, decode, append an observation (with an image) to each, decode again."""
     params = SamplingParams(temperature=1.0, max_new_tokens=6, ignore_eos=True)
     group = engine.fork(engine.open(prompt, params, seed=7), 3)
 
@@ -33,7 +43,8 @@ def _session_tokens(engine: Engine, prompt, observation) -> list[list[int]]:
 
     decode_all()
     for s in group:
-        engine.append(s, observation)
+        engine.append(s, observation["input_ids"], pixel_values=observation["pixel_values"],
+                      image_grid_thw=observation["image_grid_thw"])
         engine.resume(s)
     decode_all()
     return [s.tokens for s in group]
@@ -43,13 +54,16 @@ def test_sharded_state_same_outputs_and_no_cache_gathers():
     model = Qwen25VL(presets.model_config(presets.get("tiny")), rngs=nnx.Rngs(3))
     rng = np.random.default_rng(0)
     requests = [dict(input_ids=rng.integers(20, 1000, n)) for n in (5, 17, 9)]
+    requests += [_image_request(rng, [[1, 4, 6]], [3, 5]), _image_request(rng, [[1, 4, 4], [1, 6, 4]], [2, 4, 1])]
     params = SamplingParams(temperature=0.0, max_new_tokens=12, ignore_eos=True)
-    prompt, observation = rng.integers(20, 1000, 11), rng.integers(20, 1000, 7)
-    single = Engine(model, num_slots=SLOTS, max_seq_len=128, decode_steps=4)
+    prompt, observation = rng.integers(20, 1000, 11), _image_request(rng, [[1, 4, 4]], [2, 3])
+    # 32 patches a vision group: the images of one prefill go through the tower in several rows
+    make = functools.partial(Engine, model, num_slots=SLOTS, max_seq_len=128, decode_steps=4, encode_patches=32)
+    single = make()
     expected = single.generate(requests, params)
     expected_sessions = _session_tokens(single, prompt, observation)
 
-    engine = _sharded(Engine(model, num_slots=SLOTS, max_seq_len=128, decode_steps=4), model)
+    engine = _sharded(make(), model)
     k = engine.state.cache.k[0]  # [slots, kv_heads, head_dim, C]: slots over data x fsdp, heads over tensor
     layout = k.sharding
     assert len(layout.device_set) == 8

@@ -158,14 +158,21 @@ def test_open_many_prefills_together_like_a_full_forward(pair):
     assert sorted(engine.sessions) == [0, 1, 2, 3]
 
 
-def test_append_many_appends_together_like_full_forwards(pair):
-    """Observations appended in one call (images among them, in pieces, and many images so the
-    vision tower runs in several groups): each session's next-token logits equal a full forward
-    over its whole conversation; a bad request (still decoding, a session named twice, too long)
-    gets its error and leaves its session as it was."""
+def test_append_many_appends_together_like_full_forwards(pair, monkeypatch):
+    """Observations appended in one call (images among them, in pieces, and in two rows of the
+    vision call): each session's next-token logits equal a full forward over its whole
+    conversation; a bad request (still decoding, a session named twice, too long) gets its error
+    and leaves its session as it was."""
     _, ours = pair
     rng = np.random.default_rng(13)
-    engine = Engine(ours, num_slots=4, max_seq_len=160, decode_steps=4, chunk_buckets=(8, 16), encode_patches=64)
+    encoded = []  # [G, P] of each vision call
+    encode = programs.encode
+
+    def spy(graph, params, patches, meta):
+        encoded.append(patches.shape[:2])
+        return encode(graph, params, patches, meta)
+    monkeypatch.setattr(programs, "encode", spy)
+    engine = Engine(ours, num_slots=4, max_seq_len=160, decode_steps=4, chunk_buckets=(8, 16))
     firsts = [_image_request(rng, np.array([[1, 4, 6]]), [2, 3]), dict(input_ids=rng.integers(10, 256, 9)),
               _image_request(rng, np.array([[1, 4, 4]]), [4, 1])]
     params = SamplingParams(temperature=0.0, max_new_tokens=3, ignore_eos=True)
@@ -177,6 +184,8 @@ def test_append_many_appends_together_like_full_forwards(pair):
     errors = engine.append_many([(s, c) for s, c in zip(sessions, chunks)]
                                 + [(sessions[1], dict(input_ids=[5]))])  # named twice
     assert errors[:3] == [None] * 3 and "twice" in str(errors[3])
+    # rows as long as the largest image's bucket (48 -> 64 patches): 24 + 16 share one; 48 + 16, then 16
+    assert encoded == [(1, 64), (2, 64)]
     for first, chunk, session in zip(firsts, chunks, sessions):
         images = [r for r in (first, chunk) if "pixel_values" in r]
         pixels = np.concatenate([r["pixel_values"] for r in images]) if images else None

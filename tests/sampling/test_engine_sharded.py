@@ -1,6 +1,6 @@
 """The engine on parameters sharded over a (2, 2, 2) mesh: the decode state is sharded too (KV
-cache by slots and kv heads), outputs equal one device's (images included, encoded in several
-vision groups), and no program gathers the cache."""
+cache by slots and kv heads), outputs equal one device's (images included, in several rows of
+one vision call), and no program gathers the cache."""
 
 import functools
 import re
@@ -54,11 +54,11 @@ def test_sharded_state_same_outputs_and_no_cache_gathers():
     model = Qwen25VL(presets.model_config(presets.get("tiny")), rngs=nnx.Rngs(3))
     rng = np.random.default_rng(0)
     requests = [dict(input_ids=rng.integers(20, 1000, n)) for n in (5, 17, 9)]
-    requests += [_image_request(rng, [[1, 4, 6]], [3, 5]), _image_request(rng, [[1, 4, 4], [1, 6, 4]], [2, 4, 1])]
+    # the last request's two images fill two rows of the vision call (64 patches, the larger's bucket)
+    requests += [_image_request(rng, [[1, 4, 6]], [3, 5]), _image_request(rng, [[1, 6, 8], [1, 4, 6]], [2, 4, 1])]
     params = SamplingParams(temperature=0.0, max_new_tokens=12, ignore_eos=True)
     prompt, observation = rng.integers(20, 1000, 11), _image_request(rng, [[1, 4, 4]], [2, 3])
-    # 32 patches a vision group: the images of one prefill go through the tower in several rows
-    make = functools.partial(Engine, model, num_slots=SLOTS, max_seq_len=128, decode_steps=4, encode_patches=32)
+    make = functools.partial(Engine, model, num_slots=SLOTS, max_seq_len=128, decode_steps=4)
     single = make()
     expected = single.generate(requests, params)
     expected_sessions = _session_tokens(single, prompt, observation)

@@ -109,6 +109,35 @@ def vision_rotary(rotary_pos: jax.Array, cfg: VisionConfig) -> tuple[jax.Array, 
     return jnp.cos(angles), jnp.sin(angles)
 
 
+def window_patches(cfg: VisionConfig) -> int:
+    """Patches in one full attention window (the most any window holds)."""
+    return (cfg.window_size // cfg.patch_size) ** 2
+
+
+def banded_attention(q: jax.Array, k: jax.Array, v: jax.Array, segments: jax.Array, block: int) -> jax.Array:
+    """`attention` among patches of the same segment, for segments that are contiguous runs of at
+    most `block` patches (the windows, in the tower's window-permuted order): q, k, v [P, N, H].
+
+    A run of at most `block` patches meets at most two aligned blocks of `block` patches, so the
+    queries of block i find every key they may attend to in blocks i - 1 .. i + 1: scores
+    [P, 3 * block] instead of [P, P], the same result (masked keys weigh exactly 0 either way).
+    """
+    patches, pad = q.shape[0], -q.shape[0] % block
+    segments = jnp.pad(segments, (0, pad), constant_values=-2)  # padding rows: their own segment
+    q, k, v = (jnp.pad(x, ((0, pad), (0, 0), (0, 0))) for x in (q, k, v))
+    blocks = q.shape[0] // block
+
+    def bands(x, fill):  # [P, ...] -> [blocks, 3 * block, ...]: blocks i - 1, i, i + 1 of each block i
+        x = jnp.pad(x, ((block, block),) + ((0, 0),) * (x.ndim - 1), constant_values=fill)
+        x = x.reshape(blocks + 2, block, *x.shape[1:])
+        return jnp.concatenate([x[:-2], x[1:-1], x[2:]], axis=1)
+
+    query_segments = segments.reshape(blocks, block)
+    mask = query_segments[:, :, None] == bands(segments, -3)[:, None, :]  # -3: beyond the patches
+    out = attention(q.reshape(blocks, block, *q.shape[1:]), bands(k, 0), bands(v, 0), mask)
+    return out.reshape(-1, *out.shape[2:])[:patches]
+
+
 class VisionAttention(nnx.Module):
     def __init__(self, cfg: VisionConfig, dtype: jnp.dtype, rngs: nnx.Rngs):
         d = cfg.hidden_size
@@ -116,12 +145,18 @@ class VisionAttention(nnx.Module):
         self.qkv = Linear(d, 3 * d, use_bias=True, axes=("embed", "qkv"), dtype=dtype, rngs=rngs)
         self.proj = Linear(d, d, use_bias=True, axes=("qkv", "embed"), dtype=dtype, rngs=rngs)
 
-    def __call__(self, x: jax.Array, cos: jax.Array, sin: jax.Array, segments: jax.Array) -> jax.Array:
+    def __call__(self, x: jax.Array, cos: jax.Array, sin: jax.Array, segments: jax.Array,
+                 window: int = 0) -> jax.Array:
+        """segments [P]: patches attend within their segment. window > 0: the segments are
+        windows of at most that many contiguous patches, attended in bands (`banded_attention`)."""
         patches = x.shape[0]
         q, k, v = jnp.moveaxis(self.qkv(x).reshape(patches, 3, self.num_heads, -1), 1, 0)
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
-        mask = segments[:, None] == segments[None, :]
-        out = attention(q[None], k[None], v[None], mask[None])[0]
+        if window:
+            out = banded_attention(q, k, v, segments, window)
+        else:
+            mask = segments[:, None] == segments[None, :]
+            out = attention(q[None], k[None], v[None], mask[None])[0]
         return self.proj(out.reshape(patches, -1))
 
 
@@ -132,8 +167,8 @@ class VisionBlock(nnx.Module):
         self.attn = VisionAttention(cfg, dtype, rngs)
         self.mlp = SwiGLU(cfg.hidden_size, cfg.intermediate_size, use_bias=True, dtype=dtype, rngs=rngs)
 
-    def __call__(self, x, cos, sin, segments):
-        x = x + self.attn(self.norm1(x), cos, sin, segments)
+    def __call__(self, x, cos, sin, segments, window: int = 0):
+        x = x + self.attn(self.norm1(x), cos, sin, segments, window)
         return x + self.mlp(self.norm2(x))
 
 
@@ -170,7 +205,10 @@ class VisionTower(nnx.Module):
         x = self.patch_embed(pixel_values.astype(self.patch_embed.kernel.dtype))
         x = x.reshape(-1, unit, x.shape[-1])[meta.unit_perm].reshape(x.shape)
         cos, sin = vision_rotary(meta.rotary_pos, self.cfg)
+        window = window_patches(self.cfg)
         for i, block in enumerate(self.blocks):
-            segments = meta.image_segments if i in self.cfg.fullatt_block_indexes else meta.window_segments
-            x = block(x, cos, sin, segments)
+            if i in self.cfg.fullatt_block_indexes:
+                x = block(x, cos, sin, meta.image_segments)
+            else:
+                x = block(x, cos, sin, meta.window_segments, window)
         return self.merger(x)[meta.unit_unperm]

@@ -23,6 +23,7 @@ from gog_jax import sharding as sharding_lib
 from gog_jax.models import families
 from gog_jax.models import lora as lora_lib
 from gog_jax.models.qwen2_5_vl.config import VLConfig
+from gog_jax.models.qwen2_5_vl.vision import window_patches
 from gog_jax.train import optim
 
 V5E_HBM_BYTES = 16 * 2**30
@@ -65,12 +66,12 @@ def activation_bytes(cfg: VLConfig, *, rows: int, seq_len: int, tensor: int, dty
     split over the batch axes and heads / MLP width over `tensor` (when it divides). Under remat
     each decoder block keeps its input [rows, T, D]; the block being recomputed holds its forward
     tensors (norm outputs, q/k before and after rotary, v, attention output, MLP gate/up/act/product)
-    twice over (their cotangents). Attention is `jax.nn.dot_product_attention`'s XLA path, which
-    materialises float32 scores and `dtype` probabilities [rows, heads, T, T]; `flash_attention`
-    counts a fused kernel's O(T) residuals instead. The vocabulary scan of
-    `losses.token_logprobs` holds ~4 float32 [rows, T, chunk] buffers. The vision tower (no remat
-    there; its attention is a dense [P, P] masked product even for windowed blocks) keeps every
-    block's tensors for `image_patches` patches per device.
+    twice over (their cotangents). Attention (`layers.attention`) materialises float32 scores and
+    `dtype` probabilities [rows, heads, T, T]; `flash_attention` counts a fused kernel's O(T)
+    residuals instead. The vocabulary scan of `losses.token_logprobs` holds ~4 float32
+    [rows, T, chunk] buffers. The vision tower (no remat there) keeps every block's tensors for
+    `image_patches` patches per device; its full-attention blocks hold [P, P] scores, its windowed
+    blocks [P, 3 x window patches] (`vision.banded_attention`).
     """
     t, b, e = cfg.text, rows, jnp.dtype(dtype).itemsize
     T, D, H = seq_len, t.hidden_size, t.head_dim
@@ -90,8 +91,11 @@ def activation_bytes(cfg: VLConfig, *, rows: int, seq_len: int, tensor: int, dty
     if image_patches:
         v, p = cfg.vision, image_patches
         v_heads, v_mlp = _split(v.num_heads, tensor), _split(v.intermediate_size, tensor)
-        block = p * (8 * v.hidden_size + 4 * v_mlp) * e + v_heads * p * p * (4 + e)
-        terms["vision"] = (v.depth + 1) * block  # every block's tensors + one block's cotangents
+        tensors = p * (8 * v.hidden_size + 4 * v_mlp) * e
+        # Qwen2.5-VL's windowed blocks attend in bands; every other block (all of Qwen3-VL's) in full
+        full = getattr(v, "fullatt_block_indexes", range(v.depth))
+        scores = [v_heads * p * (p if i in full else min(p, 3 * window_patches(v))) * (4 + e) for i in range(v.depth)]
+        terms["vision"] = (v.depth + 1) * tensors + sum(scores) + max(scores)  # + one block's cotangents
     return {k: int(x) for k, x in terms.items()}
 
 

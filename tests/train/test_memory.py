@@ -89,3 +89,13 @@ def test_activation_terms_by_hand():
     # the XLA path adds fp32 scores + bf16 probabilities [rows, heads, T, T], twice (forward, cotangent)
     flash_attn = 2 * 4 * 64 * 4  # a float32 logsumexp per query
     assert dense["decoder_working"] - acts["decoder_working"] == 2 * (2 * 4 * 64 * 64 * 6 - flash_attn)
+
+
+def test_vision_scores_by_hand(cfg):
+    """7B's tower on 4,096 patches: 4 full blocks hold [P, P] scores, the 28 windowed ones [P, 3 x 64]
+    (banded), fp32 scores + bf16 probabilities, 16 heads; plus one block's cotangents (a full one)."""
+    p, per_score = 4096, 16 * (4 + 2)
+    full, banded = per_score * p * p, per_score * p * 3 * 64
+    tensors = p * (8 * 1280 + 4 * 3420) * 2
+    vision = memory.activation_bytes(cfg, rows=1, seq_len=64, tensor=1, image_patches=p)["vision"]
+    assert vision == 33 * tensors + 4 * full + 28 * banded + full

@@ -119,11 +119,18 @@ def pixels(rng: np.random.Generator, grids, patch_dim: int, extra: int = 0) -> n
     return rng.standard_normal((int(np.sum(np.prod(grids, -1))) + extra, patch_dim)).astype(np.float32)
 
 
+def image_request(rng: np.random.Generator, grids, text_lengths, patch_dim: int = 1176) -> dict:
+    """An engine request (1-D input_ids) of text runs and images of `grids` (see `image_sequence`);
+    patch_dim 1176 is 3 x 2 x 14 x 14, the tiny configs'."""
+    grids = np.asarray(grids)
+    return dict(input_ids=image_sequence(rng, grids, text_lengths), pixel_values=pixels(rng, grids, patch_dim),
+                image_grid_thw=grids)
+
+
 def image_inputs(rng: np.random.Generator, grids, text_lengths, patch_dim: int) -> dict:
     """`__call__` keywords for one sequence of text runs and images of `grids` (see `image_sequence`)."""
-    grids = np.asarray(grids)
-    return dict(input_ids=image_sequence(rng, grids, text_lengths)[None], pixel_values=pixels(rng, grids, patch_dim),
-                image_grid_thw=grids)
+    request = image_request(rng, grids, text_lengths, patch_dim)
+    return dict(request, input_ids=request["input_ids"][None])
 
 
 def one_image_inputs(seed: int, patch_dim: int) -> dict:

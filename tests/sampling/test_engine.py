@@ -50,11 +50,6 @@ def _hf_greedy(hf, request, max_new, stop_at_eos):
     return out
 
 
-def _image_request(rng, grids, texts, patch_dim: int = 1176):
-    return dict(input_ids=ref.image_sequence(rng, grids, texts), pixel_values=ref.pixels(rng, grids, patch_dim),
-                image_grid_thw=grids)
-
-
 @FAMILIES
 def test_greedy_equals_transformers_generate(pairs, family):
     """Text and images, mixed prompt lengths, more requests than slots (slots are refilled)."""
@@ -62,8 +57,8 @@ def test_greedy_equals_transformers_generate(pairs, family):
     rng = np.random.default_rng(0)
     dim = ours.config.vision.patch_dim
     requests = [dict(input_ids=rng.integers(10, 256, n)) for n in (3, 17, 40, 9)]
-    requests += [_image_request(rng, np.array([[1, 4, 6]]), [3, 4], dim),
-                 _image_request(rng, np.array([[1, 6, 4], [1, 4, 4]]), [2, 3, 5], dim)]
+    requests += [ref.image_request(rng, np.array([[1, 4, 6]]), [3, 4], dim),
+                 ref.image_request(rng, np.array([[1, 6, 4], [1, 4, 4]]), [2, 3, 5], dim)]
     engine = Engine(ours, num_slots=2, max_seq_len=160, decode_steps=8)
     outs = engine.generate(requests, SamplingParams(temperature=0.0, max_new_tokens=24, ignore_eos=True))
     for request, out in zip(requests, outs):
@@ -105,13 +100,13 @@ def test_append_with_an_image_equals_full_forward(pairs, family):
     rng = np.random.default_rng(2)
     dim = ours.config.vision.patch_dim
     engine = Engine(ours, num_slots=2, max_seq_len=256, decode_steps=8)
-    first = _image_request(rng, np.array([[1, 4, 4]]), [3, 2], dim)
+    first = ref.image_request(rng, np.array([[1, 4, 4]]), [3, 2], dim)
     session = engine.open(first["input_ids"], SamplingParams(temperature=0.7, max_new_tokens=5, ignore_eos=True),
                           pixel_values=first["pixel_values"], image_grid_thw=first["image_grid_thw"])
     while not engine.step():
         pass
     grids = np.array([[1, 6, 8]])
-    chunk = _image_request(rng, grids, [2, 4], dim)
+    chunk = ref.image_request(rng, grids, [2, 4], dim)
     engine.append(session, chunk["input_ids"], pixel_values=chunk["pixel_values"], image_grid_thw=grids)
     all_pixels = np.concatenate([first["pixel_values"], chunk["pixel_values"]])
     all_grids = np.concatenate([first["image_grid_thw"], grids])
@@ -138,9 +133,9 @@ def test_open_many_prefills_together_like_a_full_forward(pair):
     rng = np.random.default_rng(12)
     engine = Engine(ours, num_slots=4, max_seq_len=128, decode_steps=4, chunk_buckets=(8, 16))
     requests = [dict(input_ids=rng.integers(10, 256, 37)),
-                _image_request(rng, np.array([[1, 4, 6], [1, 4, 4]]), [5, 9, 2]),
+                ref.image_request(rng, np.array([[1, 4, 6], [1, 4, 4]]), [5, 9, 2]),
                 dict(input_ids=np.zeros(0, np.int64)),
-                _image_request(rng, np.array([[1, 4, 4]]), [1, 3])]
+                ref.image_request(rng, np.array([[1, 4, 4]]), [1, 3])]
     opened = engine.open_many(requests, SamplingParams(temperature=0.0, max_new_tokens=4))
     assert isinstance(opened[2], EngineError) and "Empty prompt" in str(opened[2])
     for request, session in zip(requests, opened):
@@ -173,14 +168,14 @@ def test_append_many_appends_together_like_full_forwards(pair, monkeypatch):
         return encode(graph, params, patches, meta)
     monkeypatch.setattr(programs, "encode", spy)
     engine = Engine(ours, num_slots=4, max_seq_len=160, decode_steps=4, chunk_buckets=(8, 16))
-    firsts = [_image_request(rng, np.array([[1, 4, 6]]), [2, 3]), dict(input_ids=rng.integers(10, 256, 9)),
-              _image_request(rng, np.array([[1, 4, 4]]), [4, 1])]
+    firsts = [ref.image_request(rng, np.array([[1, 4, 6]]), [2, 3]), dict(input_ids=rng.integers(10, 256, 9)),
+              ref.image_request(rng, np.array([[1, 4, 4]]), [4, 1])]
     params = SamplingParams(temperature=0.0, max_new_tokens=3, ignore_eos=True)
     sessions = engine.open_many(firsts, params)
     while any(s.decoding for s in sessions):
         engine.step()
-    chunks = [_image_request(rng, np.array([[1, 6, 8], [1, 4, 4]]), [3, 20, 2]),
-              dict(input_ids=rng.integers(10, 256, 30)), _image_request(rng, np.array([[1, 4, 4]]), [1, 2])]
+    chunks = [ref.image_request(rng, np.array([[1, 6, 8], [1, 4, 4]]), [3, 20, 2]),
+              dict(input_ids=rng.integers(10, 256, 30)), ref.image_request(rng, np.array([[1, 4, 4]]), [1, 2])]
     errors = engine.append_many([(s, c) for s, c in zip(sessions, chunks)]
                                 + [(sessions[1], dict(input_ids=[5]))])  # named twice
     assert errors[:3] == [None] * 3 and "twice" in str(errors[3])
@@ -238,7 +233,7 @@ def test_bad_requests_fail_alone(pair):
     _, ours = pair
     rng = np.random.default_rng(5)
     good = dict(input_ids=rng.integers(10, 256, 6))
-    bad_grid = _image_request(rng, np.array([[1, 4, 4]]), [2, 2])
+    bad_grid = ref.image_request(rng, np.array([[1, 4, 4]]), [2, 2])
     bad_grid["image_grid_thw"] = np.array([[1, 4, 6]])
     requests = [dict(input_ids=np.zeros(0, np.int64)), good, dict(input_ids=rng.integers(10, 256, 500)), bad_grid]
     engine = Engine(ours, num_slots=2, max_seq_len=64, decode_steps=8)

@@ -15,7 +15,6 @@ from gog_jax.sampling import Engine, SamplingParams, programs
 from tests.models import hf_reference as ref
 
 SLOTS = 4
-PATCH_DIM = 1176  # the tiny preset's 3 x 2 x 14 x 14
 
 
 def _sharded(engine: Engine, model: Qwen25VL) -> Engine:
@@ -23,12 +22,6 @@ def _sharded(engine: Engine, model: Qwen25VL) -> Engine:
     state = nnx.state(model)
     engine.update_params(sharding.put(state, sharding.state_shardings(state, mesh)))
     return engine
-
-
-def _image_request(rng, grids, texts) -> dict:
-    grids = np.asarray(grids)
-    return dict(input_ids=ref.image_sequence(rng, grids, texts), pixel_values=ref.pixels(rng, grids, PATCH_DIM),
-                image_grid_thw=grids)
 
 
 def _session_tokens(engine: Engine, prompt, observation) -> list[list[int]]:
@@ -55,9 +48,9 @@ def test_sharded_state_same_outputs_and_no_cache_gathers():
     rng = np.random.default_rng(0)
     requests = [dict(input_ids=rng.integers(20, 1000, n)) for n in (5, 17, 9)]
     # the last request's two images fill two rows of the vision call (64 patches, the larger's bucket)
-    requests += [_image_request(rng, [[1, 4, 6]], [3, 5]), _image_request(rng, [[1, 6, 8], [1, 4, 6]], [2, 4, 1])]
+    requests += [ref.image_request(rng, [[1, 4, 6]], [3, 5]), ref.image_request(rng, [[1, 6, 8], [1, 4, 6]], [2, 4, 1])]
     params = SamplingParams(temperature=0.0, max_new_tokens=12, ignore_eos=True)
-    prompt, observation = rng.integers(20, 1000, 11), _image_request(rng, [[1, 4, 4]], [2, 3])
+    prompt, observation = rng.integers(20, 1000, 11), ref.image_request(rng, [[1, 4, 4]], [2, 3])
     make = functools.partial(Engine, model, num_slots=SLOTS, max_seq_len=128, decode_steps=4)
     single = make()
     expected = single.generate(requests, params)

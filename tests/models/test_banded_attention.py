@@ -4,7 +4,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from gog_jax.models import families
 from gog_jax.models.layers import attention
+from gog_jax.models.qwen2_5_vl import vision, vision_metadata
 from gog_jax.models.qwen2_5_vl.vision import banded_attention
 
 BLOCK = 16
@@ -37,3 +39,21 @@ def test_a_run_longer_than_a_block_breaks_the_premise():
     """What the windows' bound buys: a segment of 3 blocks is not attended whole."""
     banded, dense = _both(np.random.default_rng(0), np.repeat(np.arange(3), [3 * BLOCK, 2, 4]))
     assert np.abs(banded - dense).max() > 1e-3
+
+
+def test_the_tower_attends_in_bands_only_past_three_windows(monkeypatch):
+    """Up to three windows' patches dense scores [P, P] are no more than the bands' [P, 3 x window],
+    so the tower's windowed blocks go dense there and in bands past it (tiny: 16-patch windows)."""
+    family, shapes = families.preset("tiny")
+    model = families.build(families.named(family).model_config(shapes))
+    cfg = model.config.vision
+    calls = []
+    monkeypatch.setattr(vision, "banded_attention", lambda *a: calls.append(a[0].shape[0]) or banded_attention(*a))
+    windowed = cfg.depth - len(cfg.fullatt_block_indexes)
+    rng = np.random.default_rng(0)
+    for grid, banded in (([1, 4, 12], False), ([1, 4, 14], True)):  # 48 = 3 windows, 56 patches
+        grids = np.array([grid])
+        pixels = rng.standard_normal((int(np.prod(grid)), 3 * 2 * 14 * 14)).astype(np.float32)
+        model.encode_images(pixels, vision_metadata(grids, cfg))
+        assert calls == ([int(np.prod(grid))] * windowed if banded else []), (grid, calls)
+        calls.clear()

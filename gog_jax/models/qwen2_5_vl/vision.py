@@ -205,7 +205,8 @@ class VisionTower(nnx.Module):
         x = self.patch_embed(pixel_values.astype(self.patch_embed.kernel.dtype))
         x = x.reshape(-1, unit, x.shape[-1])[meta.unit_perm].reshape(x.shape)
         cos, sin = vision_rotary(meta.rotary_pos, self.cfg)
-        window = window_patches(self.cfg)
+        # bands [P, 3 x window] beat dense [P, P] scores only past three windows' patches
+        window = window_patches(self.cfg) if x.shape[0] > 3 * window_patches(self.cfg) else 0
         for i, block in enumerate(self.blocks):
             if i in self.cfg.fullatt_block_indexes:
                 x = block(x, cos, sin, meta.image_segments)
